@@ -1,0 +1,1 @@
+"""Load generation, the exactness check and limiter comparisons for fastlimit."""
