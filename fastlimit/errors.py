@@ -1,17 +1,9 @@
-"""Exceptions raised by fastlimit."""
+"""Exceptions raised by fastlimit.
 
+They are defined beside the compiled table, which raises them too, and
+re-exported here.
+"""
 
-class FastlimitError(Exception):
-    """Base class of the errors that fastlimit raises for its own reasons."""
+from fastlimit_ext.errors import FastlimitError, InvalidLimit, TableError, TableFull
 
-
-class InvalidLimit(FastlimitError, ValueError):
-    """A rate limit string or value that cannot be parsed or is out of range."""
-
-
-class TableError(FastlimitError, OSError):
-    """A table file that is missing, of the wrong format, or unsafe to map."""
-
-
-class TableFull(FastlimitError):
-    """The table has no room left for another kind of policy."""
+__all__ = ["FastlimitError", "InvalidLimit", "TableError", "TableFull"]
