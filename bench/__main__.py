@@ -15,14 +15,12 @@ import os
 import secrets
 import sys
 import tempfile
-from pathlib import Path
 
 from fastlimit import parse_many
 
 from . import load, report
-from .process import ServerProcess, free_port, python_argv
+from .process import ROOT, ServerProcess, free_port, python_argv
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LIMIT = "20/second"
 
 
@@ -108,6 +106,12 @@ def build_parser():
         help="seconds by which the server's clock may differ from the client's; "
         "widens the window of every request in the check (default: %(default)s)",
     )
+    parser.add_argument(
+        "--new-connections",
+        action="store_true",
+        help="open a new connection for every request, which spreads requests "
+        "over the server's workers more evenly (default: keep connections open)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument(
         "--quiet", action="store_true", help="print no progress while running"
@@ -175,6 +179,7 @@ def run_main(argv):
         requests=args.requests,
         rate=args.rate,
         timeout=args.timeout,
+        keep_alive=not args.new_connections,
     )
 
     if args.url:

@@ -46,6 +46,7 @@ class LoadSpec:
     rate: float = None
     timeout: float = 10.0
     path: str = "/"
+    keep_alive: bool = True
 
 
 @dataclass
@@ -154,7 +155,7 @@ async def _run_client(spec, index, start_at, progress):
     slots = iter(range(budget) if budget is not None else _count())
     done = 0
 
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=not spec.keep_alive)
     timeout = aiohttp.ClientTimeout(total=spec.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.sleep(max(0.0, start_at - time.time()))

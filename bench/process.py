@@ -15,7 +15,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+# The repository root, where `python -m server` and `python -m bench.apps` run.
+ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
