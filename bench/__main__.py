@@ -159,7 +159,7 @@ def server_environment(limit, key_spec, table_path):
     env["FASTLIMIT_TABLE"] = table_path
     if key_spec == "ip":
         # Sanic takes the client address from X-Real-IP only when its config
-        # says that one proxy sits in front of it.
+        # states that one proxy sits in front of it.
         env["SANIC_PROXIES_COUNT"] = "1"
         env["SANIC_REAL_IP_HEADER"] = "x-real-ip"
     return env
@@ -207,14 +207,23 @@ def run_main(argv):
                 cwd=ROOT,
             )
             with server:
-                before = server.cpu_seconds()
+                before = server.cpu_seconds_by_pid()
                 records = load.run(spec, show_progress=not args.quiet)
-                after = server.cpu_seconds()
+                after = server.cpu_seconds_by_pid()
+            # The CPU time of each server process during the run shows how
+            # the load spread over the workers, because the server does not
+            # name its worker in responses.
+            by_pid = {
+                str(pid): seconds - before.get(pid, 0.0)
+                for pid, seconds in after.items()
+            }
             described = {
                 "command": "python -m server",
                 "url": spec.url,
                 "workers": args.workers,
-                "cpu_seconds": None if before is None else after - before,
+                "pid": server.pid,
+                "cpu_seconds": sum(by_pid.values()) if by_pid else None,
+                "cpu_seconds_by_pid": by_pid,
             }
             summary = report.summarize(
                 records, spec, policy, server=described, slack=args.clock_slack

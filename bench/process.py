@@ -165,6 +165,20 @@ class ServerProcess:
         """Return the CPU seconds used so far by the server and its workers."""
         return cpu_seconds([self.process.pid, *self.workers])
 
+    def cpu_seconds_by_pid(self):
+        """Return {pid: CPU seconds} for the server and its current workers.
+
+        The workers are looked up again on every call, so a restarted worker
+        shows up under its new pid. Returns {} where /proc is missing.
+        """
+        self.workers = child_pids(self.process.pid)
+        found = {}
+        for pid in [self.process.pid, *self.workers]:
+            seconds = cpu_seconds([pid])
+            if seconds is not None:
+                found[pid] = seconds
+        return found
+
     def stop(self, timeout=STOP_TIMEOUT):
         """Stop the server by pid: SIGINT, then SIGKILL after `timeout` s."""
         if self.process is None or self.process.poll() is not None:

@@ -112,6 +112,7 @@ def format_text(summary):
         f"(for example {examples})"
     )
     add(f"limit           {summary['limit']} per client id")
+
     load = f"{summary['concurrency']} connections in {summary['processes']} processes"
     if summary["target_rate"]:
         load += f", paced at {summary['target_rate']:g} req/s"
@@ -130,6 +131,7 @@ def format_text(summary):
             f"{name}: {count}" for name, count in summary["errors"].items()
         )
         add(f"errors          {errors}")
+
     latency = summary["latency_ms"]
     add(
         "latency         "
@@ -147,6 +149,17 @@ def format_text(summary):
     if server and server.get("cpu_seconds") is not None:
         cpu += f", server {server['cpu_seconds']:.1f} s"
     add(f"cpu time        {cpu}")
+    by_pid = (server or {}).get("cpu_seconds_by_pid")
+    if by_pid:
+        parts = []
+        for pid, seconds in by_pid.items():
+            is_main = pid == str(server.get("pid"))
+            # Helper processes that did no work would only crowd the line.
+            if not is_main and seconds < 0.05:
+                continue
+            role = " (main)" if is_main else ""
+            parts.append(f"pid {pid}{role}: {seconds:.1f} s")
+        add("server cpu      " + "  ".join(parts))
     lines.extend(_format_check(summary["exactness"]))
     add("result          " + ("ok" if summary["ok"] else "FAILED"))
     return lines
@@ -155,17 +168,17 @@ def format_text(summary):
 def _format_check(check):
     lines = ["", "exactness check (200s allowed by the limit against 200s observed)"]
     keys = check["keys"]
-    shown = (
+    listed = (
         keys
         if len(keys) <= MAX_KEY_LINES
         else [key for key in keys if not key["exact"]]
     )
-    if shown:
+    if listed:
         lines.append(
             f"  {'client id':<22} {'attempts':>9} {'windows':>8} {'allowed':>8} "
             f"{'observed':>9} {'crossing':>9}  result"
         )
-    for key in shown:
+    for key in listed:
         notes = []
         if key["unresolved"]:
             notes.append(f"{key['unresolved']} spanned more than two windows")
@@ -178,8 +191,8 @@ def _format_check(check):
             f"  {key['key']:<22} {key['attempts']:>9} {key['windows']:>8} "
             f"{key['allowed']:>8} {key['observed']:>9} {key['ambiguous']:>9}  {result}"
         )
-    if len(shown) < len(keys):
-        lines.append(f"  ({len(keys) - len(shown)} more client ids, all exact)")
+    if len(listed) < len(keys):
+        lines.append(f"  ({len(keys) - len(listed)} more client ids, all exact)")
     different = sum(1 for key in keys if not key["exact"])
     lines.append(
         f"  total: {check['attempts']} attempts, {check['allowed']} allowed, "
