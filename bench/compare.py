@@ -295,6 +295,13 @@ def summarize_runs(runs):
     cpu = [run["server_cpu_seconds"] for run in runs if run.get("server_cpu_seconds")]
     if cpu:
         median["server_cpu_seconds"] = statistics.median(cpu)
+        # CPU time per request is less disturbed than throughput by other
+        # processes that take the same cores.
+        median["server_cpu_us_per_request"] = statistics.median(
+            run["server_cpu_seconds"] * 1e6 / run["requests"]
+            for run in runs
+            if run.get("server_cpu_seconds") and run["requests"]
+        )
     for name in ("p50", "p75", "p90", "p99", "max"):
         values = [run["latency_ms"][name] for run in runs if name in run["latency_ms"]]
         if values:
@@ -357,13 +364,19 @@ def measure_scenario(name, limit, variants, args, directory, redis):
             "runs": runs[variant],
             "median": summarize_runs(runs[variant]),
         }
-    baseline = results.get("none")
+    # Each ratio compares a run with the run without a limiter of the same
+    # round, and the median of those ratios is reported, so a slow spell of
+    # the machine shifts both sides of a ratio.
+    baseline = runs.get("none")
     for variant, result in results.items():
-        if baseline is not None:
-            result["ratio"] = (
-                result["median"]["requests_per_second"]
-                / baseline["median"]["requests_per_second"]
-            )
+        if baseline is None:
+            continue
+        ratios = [
+            run["requests_per_second"] / base["requests_per_second"]
+            for run, base in zip(runs[variant], baseline)
+        ]
+        result["ratios"] = ratios
+        result["ratio"] = statistics.median(ratios)
     return {"limit": limit, "variants": results}
 
 
@@ -402,13 +415,17 @@ def format_text(result):
         f"{settings['workers']} server workers, {settings['keys']} client ids, "
         f"{settings['rounds']} rounds of {settings['duration']:g} s, medians"
     )
+    lines.append(
+        "ratio: median over rounds of req/s against 'none' in the same round; "
+        "us/request: server CPU time per request"
+    )
     for name, scenario in result["scenarios"].items():
         lines.append("")
         lines.append(f"{name}: limit {scenario['limit']} per client id")
         lines.append(
             f"  {'variant':<14} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} "
             f"{'p90 ms':>7} {'p99 ms':>7} {'non-2xx':>9} {'client cpu':>10} "
-            f"{'server cpu':>10}"
+            f"{'server cpu':>10} {'us/request':>10}"
         )
         for variant, data in scenario["variants"].items():
             median = data["median"]
@@ -421,7 +438,8 @@ def format_text(result):
                 f"{latency.get('p99', float('nan')):>7.2f} "
                 f"{median['non_2xx']:>9,.0f} "
                 f"{median['client_cpu_seconds']:>9.1f}s "
-                f"{median.get('server_cpu_seconds', float('nan')):>9.1f}s"
+                f"{median.get('server_cpu_seconds', float('nan')):>9.1f}s "
+                f"{median.get('server_cpu_us_per_request', float('nan')):>10.1f}"
             )
     probes = result.get("probes")
     if probes:
