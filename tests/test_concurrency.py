@@ -319,11 +319,13 @@ def test_claim_stale_control_word(tmp_path):
     source = tmp_path / "stale_claim.c"
     program = tmp_path / "stale_claim"
     source.write_text(textwrap.dedent(STALE_CLAIM_PROGRAM))
-    subprocess.run(
+    compiled = subprocess.run(
         ["cc", "-std=c11", "-O1", f"-I{INCLUDES}", str(source), "-o", str(program)],
-        check=True,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
+    assert compiled.returncode == 0, compiled.stderr
     result = subprocess.run(
         [str(program)], capture_output=True, text=True, timeout=10, check=True
     )
