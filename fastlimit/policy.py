@@ -5,6 +5,7 @@ Windows are aligned to the Unix epoch, so the window of an instant t is
 floor(t / window) in every process.
 """
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -48,6 +49,10 @@ class Policy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"Policy {name} must be a number, not {value!r}")
+        for name in ("limit", "window"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise InvalidLimit(f"invalid {name} {value!r}: use a finite number")
         if isinstance(self.limit, float) and not self.limit.is_integer():
             raise InvalidLimit(f"invalid limit {self.limit!r}: use a whole number")
         if not 1 <= self.limit <= MAX_LIMIT:
@@ -122,7 +127,17 @@ def parse_many(text):
     """
     if not isinstance(text, str):
         raise TypeError(f"rate limits must be a str, not {type(text).__name__}")
-    parts = _SEPARATORS.split(text)
     if not text.strip():
         raise InvalidLimit(f"invalid rate limits {text!r}: the string is empty")
-    return [parse(part) for part in parts]
+    policies = []
+    for number, part in enumerate(_SEPARATORS.split(text), start=1):
+        if not part.strip():
+            raise InvalidLimit(
+                f"invalid rate limits {text!r}: part {number} is empty "
+                "(remove the extra separator)"
+            )
+        try:
+            policies.append(parse(part))
+        except InvalidLimit as exc:
+            raise InvalidLimit(f"invalid rate limits {text!r}: {exc}") from None
+    return policies

@@ -8,7 +8,7 @@ file.  The protocol on the lines is in includes/table.h.
 """
 
 import errno
-import math
+import numbers
 import os
 import secrets
 import stat
@@ -139,7 +139,10 @@ def _create(path, slots):
 
 
 def _open(path, slots, create, readonly):
-    flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC
+    # O_NONBLOCK keeps a FIFO at path from blocking the open; the checks
+    # after it reject anything that is not a regular file.
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    flags |= os.O_RDONLY if readonly else os.O_RDWR
     for _ in range(3):
         try:
             return os.open(path, flags)
@@ -391,15 +394,11 @@ cdef inline uint64_t _now_ns(object now) except? 0:
     cdef double seconds
     if now is None:
         return _clock_ns()
-    if isinstance(now, bool) or not isinstance(now, (int, float)):
-        try:
-            seconds = float(now)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"now must be a number of seconds, not {type(now).__name__}"
-            ) from None
-    else:
-        seconds = now
+    if isinstance(now, bool) or not isinstance(now, numbers.Real):
+        raise TypeError(
+            f"now must be a number of seconds, not {type(now).__name__}"
+        )
+    seconds = float(now)
     if not (seconds >= 0.0 and seconds < 9.2e9):
         raise ValueError(
             f"invalid now {now!r}: use Unix seconds from 0 to 9.2e9"
@@ -617,7 +616,12 @@ cdef class LimiterCore:
             state = &self._states[index]
             end_ns = (results[index].window + 1) * state.window_ns
             reset_after = (end_ns - now_ns) / 1e9
-            remaining = state.key.limit - results[index].count
+            # A key sharing a counter with another key (same line and tag)
+            # can see a count above its own limit.
+            if results[index].count < state.key.limit:
+                remaining = state.key.limit - results[index].count
+            else:
+                remaining = 0
             if rejected_at >= 0:
                 if results[index].status != FL_REJECTED:
                     continue

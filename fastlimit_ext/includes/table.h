@@ -10,25 +10,28 @@
  *
  *   control   bits 0-59   three 20-bit tags, one per data word (0 = free)
  *             bits 60-63  a version, bumped by every change (ABA guard)
- *   data      bits 44-63  tag of the entry (copy of its control tag)
- *             bits 38-43  class: index of the policy layout in the header
- *             bit  37     frozen: the entry is being evicted
- *             bits 0-36   window index modulo 2^(37 - count_bits), then
+ *   entry     bits 58-63  class: index of the policy layout in the header,
+ *                         never 0, so an entry is never the empty word 0
+ *             bit  57     0
+ *             bits 0-56   window index modulo 2^(57 - count_bits), then
  *                         the count in the low count_bits bits
+ *   frozen    bit  57     1: the entry was evicted or is being evicted
+ *             bits 0-19   the tag that owned it
  *
  * A (policy, key) pair hashes to one line and one tag.  The control word is
- * the only place that decides which data word belongs to which tag, and a
- * tag enters it only by a compare-and-swap from a value that did not
- * contain it, so a tag owns at most one data word per line: no two copies of
- * a counter, whatever the interleaving.  Counting is a compare-and-swap on
- * the data word alone.
+ * the only place that decides which data word belongs to which tag.  A tag
+ * enters it only by a compare-and-swap from a value that did not contain
+ * it, so a tag owns at most one data word per line, whatever the
+ * interleaving.  Counting is a compare-and-swap on the data word alone,
+ * after checking that the control word still gives the word to the tag.
  *
  * Evicting an expired entry takes two steps: freeze the data word (a CAS
  * that succeeds only if the entry is still expired), then hand its control
  * tag to the new key.  A frozen word can no longer be counted on, so a hit
  * on the old key cannot slip in between the two steps.  Any process that
  * meets a frozen word can finish the eviction, so a process killed between
- * the steps blocks nobody.
+ * the steps blocks nobody.  The data word a new owner finds is therefore
+ * always empty or frozen, and it starts its count at zero.
  */
 #ifndef FASTLIMIT_TABLE_H
 #define FASTLIMIT_TABLE_H
@@ -49,12 +52,11 @@
 #define FL_TAG_BITS 20
 #define FL_TAG_MASK ((1ULL << FL_TAG_BITS) - 1)
 #define FL_VERSION_SHIFT 60
-#define FL_PAYLOAD_BITS 37
+#define FL_PAYLOAD_BITS 57
 #define FL_PAYLOAD_MASK ((1ULL << FL_PAYLOAD_BITS) - 1)
-#define FL_FROZEN (1ULL << 37)
-#define FL_CLASS_SHIFT 38
+#define FL_FROZEN (1ULL << 57)
+#define FL_CLASS_SHIFT 58
 #define FL_CLASS_MASK 0x3fULL
-#define FL_WORD_TAG_SHIFT 44
 #define FL_MAX_COUNT_BITS 24
 
 enum { FL_ALLOWED = 0, FL_REJECTED = 1, FL_FULL = 2 };
@@ -136,9 +138,14 @@ static inline int fl_ctl_find(uint64_t ctl, uint64_t tag)
     return -1;
 }
 
-static inline uint64_t fl_word_tag(uint64_t w)
+static inline uint64_t fl_frozen_tag(uint64_t w)
 {
-    return w >> FL_WORD_TAG_SHIFT;
+    return w & FL_TAG_MASK;
+}
+
+static inline uint64_t fl_frozen_word(uint64_t tag)
+{
+    return FL_FROZEN | tag;
 }
 
 static inline uint64_t fl_word_class(uint64_t w)
@@ -146,13 +153,18 @@ static inline uint64_t fl_word_class(uint64_t w)
     return (w >> FL_CLASS_SHIFT) & FL_CLASS_MASK;
 }
 
+/* Return nonzero for a word that holds a count: neither empty nor frozen. */
+static inline int fl_is_entry(uint64_t w)
+{
+    return w != 0 && !(w & FL_FROZEN);
+}
+
 static inline uint64_t fl_make_word(const fl_entry_key *k, uint64_t window,
                                     uint64_t count)
 {
     uint64_t window_bits = FL_PAYLOAD_BITS - k->count_bits;
     uint64_t window_tag = window & ((1ULL << window_bits) - 1);
-    return (k->tag << FL_WORD_TAG_SHIFT) | (k->cls << FL_CLASS_SHIFT) |
-           (window_tag << k->count_bits) | count;
+    return (k->cls << FL_CLASS_SHIFT) | (window_tag << k->count_bits) | count;
 }
 
 /* How the window stored in a word relates to the window of now. */
@@ -162,9 +174,9 @@ enum { FL_SAME = 0, FL_OLDER = 1, FL_AHEAD = 2 };
  * of the current window.  A stored window up to 1/16 of that range ahead is
  * a clock that stepped backwards: the entry keeps its count until its own
  * window ends, so a step back gives no budget back.  *ahead receives how
- * many windows ahead it is.  With window_bits >= 13 that covers 511 windows
- * or more; an entry idle for the last 1/16 of the range before the stored
- * window comes round again reads as ahead too (see the README). */
+ * many windows ahead it is.  window_bits is at least 57 - 24 = 33, so the
+ * range is 2^33 windows, 272 years of one-second windows: an entry idle for
+ * that long would read as current. */
 static inline int fl_compare_window(uint64_t payload, uint64_t count_bits,
                                     uint64_t window, uint64_t *ahead)
 {
@@ -203,16 +215,42 @@ static inline int fl_expired(const fl_header *h, uint64_t word, uint64_t now_ns)
  * word again does not take it for an eviction in progress.  Used when the
  * entry there is frozen: the eviction is finished by whoever gets here
  * first. */
-static inline void fl_release(fl_line *line, int i, uint64_t tag,
-                              uint64_t frozen_word)
+static inline void fl_release(fl_line *line, int i, uint64_t tag)
 {
     uint64_t ctl = fl_load(&line->ctl);
+    uint64_t frozen = fl_frozen_word(tag);
+
     while (fl_ctl_tag(ctl, i) == tag) {
         if (fl_cas(&line->ctl, &ctl, fl_ctl_with(ctl, i, 0))) {
-            fl_cas(&line->slot[i], &frozen_word, 0);
+            fl_cas(&line->slot[i], &frozen, 0);
             return;
         }
     }
+}
+
+/* Return the data word that could be freed for a new tag, or -1 when every
+ * data word holds an entry whose window has not ended.  *word receives the
+ * word as read and *frozen the frozen word to put in its place. */
+static inline int fl_find_victim(fl_line *line, const fl_header *h,
+                                 uint64_t ctl, uint64_t now_ns,
+                                 uint64_t *word, uint64_t *frozen)
+{
+    int i;
+
+    for (i = 0; i < FL_SLOTS_PER_LINE; i++) {
+        uint64_t owner = fl_ctl_tag(ctl, i);
+        uint64_t seen = fl_load(&line->slot[i]);
+
+        *word = seen;
+        *frozen = fl_frozen_word(owner);
+        if (seen == *frozen)
+            return i; /* an eviction that its process did not finish */
+        if (!fl_is_entry(seen))
+            return i; /* the owner claimed the tag but has not counted yet */
+        if (fl_expired(h, seen, now_ns))
+            return i;
+    }
+    return -1;
 }
 
 /* Give tag a data word of the line, whose control word was seen as ctl
@@ -222,6 +260,7 @@ static inline void fl_release(fl_line *line, int i, uint64_t tag,
 static inline int fl_claim(fl_line *line, const fl_header *h, uint64_t ctl,
                            uint64_t tag, uint64_t now_ns, fl_stats *st)
 {
+    uint64_t word, frozen;
     int i;
 
     for (i = 0; i < FL_SLOTS_PER_LINE; i++) {
@@ -233,35 +272,19 @@ static inline int fl_claim(fl_line *line, const fl_header *h, uint64_t ctl,
         }
     }
 
-    for (i = 0; i < FL_SLOTS_PER_LINE; i++) {
-        uint64_t owner = fl_ctl_tag(ctl, i);
-        uint64_t word = fl_load(&line->slot[i]);
-        uint64_t frozen;
-
-        if (word & FL_FROZEN) {
-            /* Frozen for its owner: an eviction that its process did not
-             * finish.  Frozen for another tag: left over from an owner
-             * before, so the current owner never wrote; take it as below. */
-            if (fl_word_tag(word) == owner)
-                goto hand_over;
-            frozen = (owner << FL_WORD_TAG_SHIFT) | FL_FROZEN;
-        } else if (word == 0 || fl_word_tag(word) != owner) {
-            /* The owner claimed the tag but has not written its entry. */
-            frozen = (owner << FL_WORD_TAG_SHIFT) | FL_FROZEN;
-        } else if (fl_expired(h, word, now_ns)) {
-            frozen = word | FL_FROZEN;
-        } else {
-            continue;
-        }
-        if (!fl_cas(&line->slot[i], &word, frozen))
-            return -2;
-    hand_over:
-        if (!fl_cas(&line->ctl, &ctl, fl_ctl_with(ctl, i, tag)))
-            return -2;
-        fl_add_relaxed(&st->evictions, 1);
-        return i;
-    }
-    return -1;
+    i = fl_find_victim(line, h, ctl, now_ns, &word, &frozen);
+    if (i < 0)
+        return -1;
+    /* The words were read after ctl: if the control word changed since,
+     * a word may belong to an owner that ctl does not show. */
+    if (fl_load(&line->ctl) != ctl)
+        return -2;
+    if (word != frozen && !fl_cas(&line->slot[i], &word, frozen))
+        return -2;
+    if (!fl_cas(&line->ctl, &ctl, fl_ctl_with(ctl, i, tag)))
+        return -2;
+    fl_add_relaxed(&st->evictions, 1);
+    return i;
 }
 
 /* Count cost against the entry of k in line for the window `window`
@@ -273,6 +296,8 @@ static inline void fl_hit(fl_line *line, const fl_header *h,
                           uint64_t now_ns, uint64_t cost, int dry_run,
                           fl_stats *st, fl_result *out)
 {
+    out->window = window;
+    out->count = 0;
     for (;;) {
         uint64_t ctl = fl_load(&line->ctl);
         int i = fl_ctl_find(ctl, k->tag);
@@ -280,9 +305,13 @@ static inline void fl_hit(fl_line *line, const fl_header *h,
 
         if (i < 0) {
             if (dry_run) {
-                out->status = cost <= k->limit ? FL_ALLOWED : FL_REJECTED;
-                out->count = 0;
-                out->window = window;
+                uint64_t seen, frozen;
+                int room = fl_ctl_find(ctl, 0) >= 0 ||
+                           fl_find_victim(line, h, ctl, now_ns, &seen,
+                                          &frozen) >= 0;
+                out->status = !room              ? FL_FULL
+                              : cost <= k->limit ? FL_ALLOWED
+                                                 : FL_REJECTED;
                 return;
             }
             i = fl_claim(line, h, ctl, k->tag, now_ns, st);
@@ -293,8 +322,6 @@ static inline void fl_hit(fl_line *line, const fl_header *h,
             if (i == -1) {
                 fl_add_relaxed(&st->full, 1);
                 out->status = FL_FULL;
-                out->count = 0;
-                out->window = window;
                 return;
             }
         }
@@ -303,70 +330,88 @@ static inline void fl_hit(fl_line *line, const fl_header *h,
         for (;;) {
             uint64_t count = 0;
             uint64_t current = window;
-            uint64_t ahead;
+            uint64_t ahead = 0;
 
-            if (fl_word_tag(word) == k->tag && (word & FL_FROZEN)) {
+            /* Reading the control word after the data word proves the word
+             * is ours: handing it to another tag changes the control word
+             * first, and an eviction after this check must freeze the
+             * word, which fails our CAS. */
+            if (fl_ctl_tag(fl_load(&line->ctl), i) != k->tag)
+                break;
+            if (word == fl_frozen_word(k->tag)) {
                 /* Our entry expired and is being evicted: finish that and
                  * start again with a new entry. */
-                fl_release(line, i, k->tag, word);
+                fl_release(line, i, k->tag);
                 break;
             }
-            if (fl_word_tag(word) == k->tag && fl_word_class(word) == k->cls) {
-                int relation = fl_compare_window(word & FL_PAYLOAD_MASK,
-                                                 k->count_bits, window, &ahead);
-                if (relation != FL_OLDER)
+            if (fl_is_entry(word)) {
+                if (fl_word_class(word) != k->cls) {
+                    /* Another policy's key with the same line and tag: the
+                     * counter cannot serve both. */
+                    if (!dry_run)
+                        fl_add_relaxed(&st->full, 1);
+                    out->status = FL_FULL;
+                    return;
+                }
+                if (fl_compare_window(word & FL_PAYLOAD_MASK, k->count_bits,
+                                      window, &ahead) != FL_OLDER)
                     count = word & ((1ULL << k->count_bits) - 1);
                 current = window + ahead;
-            } else if (fl_ctl_tag(fl_load(&line->ctl), i) != k->tag) {
-                /* The word is not ours and neither is the data word any
-                 * more: we were evicted after reading the control word, and
-                 * the word belongs to the new owner. */
-                break;
             }
-            /* Otherwise the word is empty or left by the previous owner of
-             * the data word, and the entry starts at zero.  Checking the
-             * control word after reading the word is enough: evicting us
-             * later must first freeze the word, which fails our CAS. */
+            /* Otherwise the word is empty or frozen by a previous owner,
+             * and our entry starts at zero. */
 
             out->window = current;
+            out->count = count;
             if (count + cost > k->limit) {
                 out->status = FL_REJECTED;
-                out->count = count;
                 return;
             }
             out->status = FL_ALLOWED;
-            out->count = count + cost;
-            if (dry_run) {
-                out->count = count;
+            if (dry_run)
+                return;
+            if (fl_cas(&line->slot[i], &word,
+                       fl_make_word(k, current, count + cost))) {
+                out->count = count + cost;
                 return;
             }
-            if (fl_cas(&line->slot[i], &word,
-                       fl_make_word(k, current, count + cost)))
-                return;
             fl_add_relaxed(&st->retries, 1);
         }
     }
 }
 
+/* Find the data word of k in line and read it with the control word
+ * checked after it, as fl_hit does.  Returns the index or -1. */
+static inline int fl_find_entry(fl_line *line, const fl_entry_key *k,
+                                uint64_t *word)
+{
+    int i = fl_ctl_find(fl_load(&line->ctl), k->tag);
+
+    if (i < 0)
+        return -1;
+    *word = fl_load(&line->slot[i]);
+    if (fl_ctl_tag(fl_load(&line->ctl), i) != k->tag)
+        return -1;
+    if (!fl_is_entry(*word) || fl_word_class(*word) != k->cls)
+        return -1;
+    return i;
+}
+
 /* Give back cost counted in `window` by an earlier fl_hit, when a later
  * policy rejected the same request.  Nothing happens when the window has
- * moved on or the entry was evicted: the count is gone anyway. */
+ * moved on or the entry was evicted: the count is gone anyway.  Each retry
+ * finds the entry again, because a failed CAS may mean it changed owner. */
 static inline int fl_refund(fl_line *line, const fl_entry_key *k,
                             uint64_t window, uint64_t cost)
 {
-    uint64_t ctl = fl_load(&line->ctl);
-    int i = fl_ctl_find(ctl, k->tag);
-    uint64_t word;
-
-    if (i < 0)
-        return 0;
-    word = fl_load(&line->slot[i]);
     for (;;) {
-        uint64_t ahead;
-        uint64_t count = word & ((1ULL << k->count_bits) - 1);
+        uint64_t word, ahead, count;
+        int i = fl_find_entry(line, k, &word);
 
-        if (fl_word_tag(word) != k->tag || fl_word_class(word) != k->cls ||
-            (word & FL_FROZEN) || count < cost)
+        if (i < 0)
+            return 0;
+        count = word & ((1ULL << k->count_bits) - 1);
+        if (count < cost)
             return 0;
         if (fl_compare_window(word & FL_PAYLOAD_MASK, k->count_bits, window,
                               &ahead) != FL_SAME)
@@ -379,26 +424,21 @@ static inline int fl_refund(fl_line *line, const fl_entry_key *k,
 /* Set the count of the entry of k to zero, keeping its window. */
 static inline void fl_clear(fl_line *line, const fl_entry_key *k)
 {
-    uint64_t ctl = fl_load(&line->ctl);
-    int i = fl_ctl_find(ctl, k->tag);
-    uint64_t word;
+    uint64_t count_mask = (1ULL << k->count_bits) - 1;
 
-    if (i < 0)
-        return;
-    word = fl_load(&line->slot[i]);
     for (;;) {
-        uint64_t count_mask = (1ULL << k->count_bits) - 1;
+        uint64_t word;
+        int i = fl_find_entry(line, k, &word);
 
-        if (fl_word_tag(word) != k->tag || fl_word_class(word) != k->cls ||
-            (word & FL_FROZEN) || (word & count_mask) == 0)
+        if (i < 0 || (word & count_mask) == 0)
             return;
         if (fl_cas(&line->slot[i], &word, word & ~count_mask))
             return;
     }
 }
 
-/* Count the data words that hold an entry and those whose window has not
- * ended at now_ns, for the statistics. */
+/* Count the data words that belong to a tag and those that hold an entry
+ * whose window has not ended at now_ns, for the statistics. */
 static inline void fl_census(const fl_header *h, const fl_line *lines,
                              uint64_t line_count, uint64_t now_ns,
                              uint64_t *used, uint64_t *live)
@@ -414,9 +454,7 @@ static inline void fl_census(const fl_header *h, const fl_line *lines,
                 continue;
             u++;
             word = fl_load_relaxed(&lines[n].slot[i]);
-            if (word != 0 && !(word & FL_FROZEN) &&
-                fl_word_tag(word) == fl_ctl_tag(ctl, i) &&
-                !fl_expired(h, word, now_ns))
+            if (fl_is_entry(word) && !fl_expired(h, word, now_ns))
                 l++;
         }
     }
