@@ -109,13 +109,14 @@ def pick_keys(path, limits, windows, per_window, window_seconds):
 
     The keys are tried one by one on a copy of the table, which has the
     same seed and size and so maps each key to the same line.  A key that
-    finds its line full is dropped, so no line gets more than three keys
-    of one window.
+    finds its line full, or shares a counter with a key already chosen,
+    is dropped, so no line gets more than three keys of one window.
     """
     scratch = path + ".scratch"
     shutil.copyfile(path, scratch)
     os.chmod(scratch, 0o600)
     limiter = Limiter(limits, path=scratch, on_full="reject")
+    fresh = limiter.policies[0].limit - 1
     chosen = []
     candidate = 0
     for window in range(windows):
@@ -124,7 +125,8 @@ def pick_keys(path, limits, windows, per_window, window_seconds):
         while len(keys) < per_window:
             key = f"k{candidate}"
             candidate += 1
-            if limiter.hit(key, now=now).allowed:
+            decision = limiter.hit(key, now=now)
+            if decision.allowed and decision.remaining == fresh:
                 keys.append(key)
         chosen.append(keys)
     limiter.close()

@@ -30,8 +30,11 @@ def test_live_keys_at_most_slots(tmp_path):
         limiter.hit(b"%d" % i, now=BASE)
     stats = limiter.stats(now=BASE)
     assert stats["live_keys"] <= 300
+    # A key whose tag matches a stored one in its line counts there, so a
+    # few keys may be neither inserted nor full.
     assert stats["inserts"] == stats["live_keys"]
-    assert stats["full_events"] == 5000 - stats["live_keys"]
+    assert stats["full_events"] <= 5000 - stats["live_keys"]
+    assert stats["full_events"] >= 4990 - stats["live_keys"]
 
 
 def test_false_sharing_rate_default_size(tmp_path):
@@ -90,7 +93,9 @@ def test_huge_str_key(tmp_path):
 
 
 def test_single_byte_keys_distinct(tmp_path):
-    limiter = Limiter("1/minute", path=tmp_path / "table", slots=30000)
+    limiter = Limiter(
+        "1/minute", path=tmp_path / "table", slots=300_000, on_full="reject"
+    )
     keys = [bytes([value]) for value in range(256)] + [b""]
     first = [limiter.hit(key, now=BASE).allowed for key in keys]
     again = [limiter.hit(key, now=BASE).allowed for key in keys]
