@@ -416,23 +416,26 @@ def format_text(result):
         f"{settings['rounds']} rounds of {settings['duration']:g} s, medians"
     )
     lines.append(
-        "ratio: median over rounds of req/s against 'none' in the same round; "
-        "us/request: server CPU time per request"
+        "ratio: median over rounds of req/s against 'none' in the same round, "
+        "range: lowest and highest of those ratios; us/request: server CPU "
+        "time per request"
     )
     for name, scenario in result["scenarios"].items():
         lines.append("")
         lines.append(f"{name}: limit {scenario['limit']} per client id")
         lines.append(
-            f"  {'variant':<14} {'req/s':>9} {'ratio':>6} {'p50 ms':>7} "
+            f"  {'variant':<14} {'req/s':>9} {'ratio':>6} {'range':>10} {'p50 ms':>7} "
             f"{'p90 ms':>7} {'p99 ms':>7} {'non-2xx':>9} {'client cpu':>10} "
             f"{'server cpu':>10} {'us/request':>10}"
         )
         for variant, data in scenario["variants"].items():
             median = data["median"]
             latency = median.get("latency_ms", {})
+            ratios = data.get("ratios") or [float("nan")]
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
             lines.append(
                 f"  {variant:<14} {median['requests_per_second']:>9,.0f} "
-                f"{data.get('ratio', float('nan')):>6.2f} "
+                f"{data.get('ratio', float('nan')):>6.2f} {spread:>10} "
                 f"{latency.get('p50', float('nan')):>7.2f} "
                 f"{latency.get('p90', float('nan')):>7.2f} "
                 f"{latency.get('p99', float('nan')):>7.2f} "
