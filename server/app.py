@@ -15,6 +15,8 @@ from sanic.response import HTTPResponse
 
 from fastlimit.sanic import attach, exempt
 
+from .workers import WorkerWatchdog, mark_serving
+
 APP_NAME = "fastlimit_server"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 _HANDLER_NAME = "fastlimit.server.stderr"
@@ -60,10 +62,15 @@ def _add_worker_listeners(app, config):
     async def log_worker_stop(app):
         logger.info("worker stopped: pid %d", os.getpid())
 
+    @app.after_server_start
+    async def mark_worker_serving(app):
+        if config.single_process:
+            logger.info("ready: 1 process serving")
+        else:
+            mark_serving(app)
+
     @app.main_process_ready
     async def start_watchdog(app):
-        from .workers import WorkerWatchdog
-
         app.ctx.watchdog = WorkerWatchdog(app.manager)
         app.ctx.watchdog.start()
 

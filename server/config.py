@@ -117,7 +117,7 @@ def load_dotenv(environ, path=".env"):
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}") from None
+        raise ConfigError(f"failed to read {path}: {error}") from None
     added = []
     for name, value in parse_dotenv(text, path).items():
         if name not in environ:

@@ -2,12 +2,13 @@
 
 Sanic 25.12's WorkerManager marks a worker that exits on its own (killed
 by a signal, crashed) as FAILED and carries on with one worker fewer. The
-watchdog here runs as a thread in the main process and asks the manager
-to restart such a worker through the manager's own monitor pipe, the way
-a worker asks for a restart with `app.m.restart()`.
+watchdog here runs as a thread in the main process. It requests the
+restart of such a worker through the manager's own monitor pipe, with the
+message that `app.m.restart()` sends from a worker.
 """
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -17,10 +18,22 @@ from sanic.worker.process import WorkerProcess
 logger = logging.getLogger("fastlimit.server")
 
 POLL_INTERVAL = 0.25
+# Key in a worker's Sanic worker state, set by the worker once it serves.
+SERVING_KEY = "fastlimit_serving_pid"
 # A worker that dies this many times within RESTART_WINDOW seconds is left
 # down, because it is failing at startup rather than being killed.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+
+
+def mark_serving(app):
+    """Record in the worker state that this worker process serves requests.
+
+    Called in each worker after its server starts. Only a worker that got
+    that far is restarted when it dies, so a worker that fails at startup
+    is left to Sanic, which stops the server then.
+    """
+    app.m.state[SERVING_KEY] = os.getpid()
 
 
 class WorkerWatchdog:
@@ -36,6 +49,7 @@ class WorkerWatchdog:
         self._requested = set()
         self._restarts = {}
         self._abandoned = set()
+        self._ready = False
 
     def start(self):
         self._thread.start()
@@ -57,21 +71,36 @@ class WorkerWatchdog:
 
     def _state(self, name):
         try:
-            return self.manager.worker_state.get(name, {}).get("state")
+            return dict(self.manager.worker_state.get(name, {}))
         except (BrokenPipeError, ConnectionResetError, EOFError):
-            return None
+            return {}
 
     def _check(self):
-        for process in list(self.manager.transient_processes):
+        processes = [
+            process
+            for process in self.manager.transient_processes
+            if WorkerProcess.SERVER_LABEL in process.name
+        ]
+        if not self._ready:
+            states = [self._state(process.name).get("state") for process in processes]
+            if states and all(state == "ACKED" for state in states):
+                self._ready = True
+                # NOTE: Sanic 25.12 hangs for 30 s or more if SIGTERM arrives
+                # before its main process has seen every worker ready, which
+                # happens within 0.1 s of this line.
+                logger.info("ready: %d workers serving", len(states))
+        for process in processes:
             name = process.name
-            if WorkerProcess.SERVER_LABEL not in name or name in self._abandoned:
+            if name in self._abandoned:
                 continue
             pid = process.pid
+            state = self._state(name)
             if process.is_alive():
-                if self._state(name) == "ACKED":
+                if state.get("state") == "ACKED":
                     self._serving[name] = pid
                 continue
-            if process.exitcode in (None, 0) or self._serving.get(name) != pid:
+            served = state.get(SERVING_KEY) == pid or self._serving.get(name) == pid
+            if process.exitcode in (None, 0) or not served:
                 continue
             if pid in self._requested or self._stop.is_set():
                 continue

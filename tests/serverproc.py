@@ -3,9 +3,9 @@
     with ServerProcess({"FASTLIMIT_LIMIT": "10/hour"}, workers=2) as server:
         urllib.request.urlopen(server.url("/"))
 
-The server runs in its own session with its output in a log file, starts
-in a temporary working directory (so a .env in the repository does not
-leak in), and gets a table file of its own unless the env names one.
+The server runs in its own session with its output in a log file. It
+starts in a temporary working directory, so a .env in the repository does
+not leak in, and it gets a table file of its own unless the env names one.
 Variables starting with FASTLIMIT_ or SANIC_ in the caller's environment
 are not passed on. Stopping sends SIGTERM to the server's pid, then
 SIGKILL to its process group if it has not exited in time.
@@ -26,6 +26,10 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 _WORKER_STARTED = re.compile(r"worker started: pid (\d+)")
+_READY = re.compile(r"ready: \d+ (workers|process) serving")
+# Sanic's main process sees the workers ready within 0.1 s of the ready
+# line; a SIGTERM before that makes it hang, so stop() waits this long.
+READY_MARGIN = 0.3
 
 
 def free_port(host="127.0.0.1"):
@@ -105,6 +109,7 @@ class ServerProcess:
         self.cwd = cwd or self.directory
         self.log_path = os.path.join(self.directory, "server.log")
         self.process = None
+        self._ready_at = None
 
     @property
     def pid(self):
@@ -120,7 +125,7 @@ class ServerProcess:
             return log.read()
 
     def start(self, timeout=START_TIMEOUT):
-        """Start the server and wait until /healthz answers and all workers run."""
+        """Start the server and wait until /healthz returns 200 and all workers run."""
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server", *self.args],
@@ -148,7 +153,10 @@ class ServerProcess:
                     f"server exited with status {self.process.returncode}:\n"
                     + self.output()
                 )
-            if len(self.worker_pids()) >= expected and self._healthy():
+            output = self.output()
+            started = len(_WORKER_STARTED.findall(output))
+            if started >= expected and _READY.search(output) and self._healthy():
+                self._ready_at = time.monotonic()
                 return
             time.sleep(0.1)
         raise RuntimeError(
@@ -183,6 +191,8 @@ class ServerProcess:
         """Stop the server by pid and return its exit status."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
+        if self._ready_at is not None:
+            time.sleep(max(0.0, self._ready_at + READY_MARGIN - time.monotonic()))
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
