@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from fastlimit import Limiter, TableError, table_stats
+from fastlimit_ext._table import FORMAT_VERSION
 
 HEADER_SIZE = 8192
 LINE_SIZE = 32
@@ -92,7 +93,7 @@ def test_new_file_header(table_path):
     with open(table_path, "rb") as file:
         raw = file.read(SEED)
     assert raw[:8] == b"FASTLTB1"
-    assert struct.unpack_from("=I", raw, VERSION) == (1,)
+    assert struct.unpack_from("=I", raw, VERSION) == (FORMAT_VERSION,)
     assert struct.unpack_from("=I", raw, HEADER_SIZE_FIELD) == (HEADER_SIZE,)
     assert struct.unpack_from("=Q", raw, FILE_SIZE_FIELD) == (FILE_SIZE,)
     assert struct.unpack_from("=Q", raw, LINE_COUNT) == (LINES,)
@@ -128,7 +129,7 @@ def test_reopen_keeps_counts(table_path):
     [
         (MAGIC, "Q", 0, "bad magic"),
         (MAGIC, "Q", 0x3142544C54534147, "bad magic"),
-        (VERSION, "I", 2, "format version 2"),
+        (VERSION, "I", FORMAT_VERSION + 1, f"format version {FORMAT_VERSION + 1}"),
         (VERSION, "I", 0, "format version 0"),
         (HEADER_SIZE_FIELD, "I", 4096, "inconsistent header"),
         (FILE_SIZE_FIELD, "Q", FILE_SIZE + 32, "inconsistent header"),
@@ -175,6 +176,7 @@ def test_truncated_no_crash(table_path, size):
     result = run_python(
         f"""
         from fastlimit import Limiter, TableError, table_stats
+from fastlimit_ext._table import FORMAT_VERSION
         for attempt in (lambda: Limiter("1/minute", path={table_path!r}),
                         lambda: table_stats({table_path!r})):
             try:
@@ -266,6 +268,7 @@ def test_fifo_rejected(tmp_path):
     os.mkfifo(path, 0o600)
     code = f"""
         from fastlimit import Limiter, TableError, table_stats
+from fastlimit_ext._table import FORMAT_VERSION
         try:
             Limiter("1/minute", path={path!r})
         except TableError as exc:
