@@ -176,7 +176,6 @@ def test_truncated_no_crash(table_path, size):
     result = run_python(
         f"""
         from fastlimit import Limiter, TableError, table_stats
-from fastlimit_ext._table import FORMAT_VERSION
         for attempt in (lambda: Limiter("1/minute", path={table_path!r}),
                         lambda: table_stats({table_path!r})):
             try:
@@ -268,7 +267,6 @@ def test_fifo_rejected(tmp_path):
     os.mkfifo(path, 0o600)
     code = f"""
         from fastlimit import Limiter, TableError, table_stats
-from fastlimit_ext._table import FORMAT_VERSION
         try:
             Limiter("1/minute", path={path!r})
         except TableError as exc:
