@@ -1,10 +1,10 @@
 """The slot protocol of table.h under threads, compiled and run in C.
 
-The C program (tests/c/stress_table.c) runs millions of interleavings a
-second on a table of one to three lines, where Python processes would
-reach only thousands: it checks that every (window, key) gets exactly
-min(limit, attempts) hits allowed while lines overflow and expired
-entries are evicted across two policy layouts.
+The C program (tests/c/stress_table.c) makes 480,000 hits from four
+threads in well under a second, on tables of one to four lines, far more
+interleavings than Python processes reach.  It checks that every
+(window, key) gets exactly min(limit, attempts) hits allowed while lines
+overflow and expired entries are evicted across two policy layouts.
 """
 
 import pathlib
