@@ -62,7 +62,10 @@ def draw(result, output):
         latencies.bar(positions, values, width, label=percentile)
     latencies.set_xticks([index + width for index in range(len(groups))])
     latencies.set_xticklabels(
-        [f"{variant}\n{name}" for name, variant in groups], fontsize=7
+        [f"{variant}\n{name}" for name, variant in groups],
+        fontsize=7,
+        rotation=30,
+        horizontalalignment="right",
     )
     latencies.set_ylabel("latency, ms (median of runs)")
     latencies.set_title("Latency percentiles")
