@@ -100,6 +100,7 @@ cdef class Decision:
     cdef readonly double reset_after
     cdef readonly double retry_after
     cdef readonly object policy
+    cdef readonly double now
 
 
 cdef class LimiterCore:

@@ -376,7 +376,8 @@ cdef class Decision:
     reset_after (seconds until the reported window ends, > 0) and policy
     describe the most restrictive policy: the one that rejected, or the
     one with the least budget left.  retry_after is 0 when allowed, else
-    the seconds after which the same request can succeed.
+    the seconds after which the same request can succeed.  now is the
+    instant the decision was made for, in Unix seconds.
     """
 
     def __repr__(self):
@@ -484,6 +485,40 @@ cdef class LimiterCore:
         """Return the Decision that hit(key, 1, now) would make, counting
         nothing: remaining is what is left before this request."""
         return self._decide(key, 1, now, True)
+
+    def refund(self, key, cost=1, now=None):
+        """Give back `cost` that hit(key, cost, now) counted, in every policy.
+
+        Pass the `now` of that decision (Decision.now) so that the refund
+        goes to the windows the hit was counted in: a window that has ended
+        since is left alone.  Use it to undo a hit that another check
+        rejected, such as a second limiter on another key.
+        """
+        cdef const char *data
+        cdef Py_ssize_t length
+        cdef uint64_t digest
+        cdef uint64_t hashed
+        cdef uint64_t now_ns
+        cdef uint64_t units
+        cdef fl_entry_key entry
+        cdef int index
+        owner = self._key_bytes(key)
+        units = self._check_cost(cost)
+        now_ns = _now_ns(now)
+        data = PyBytes_AS_STRING(owner)
+        length = PyBytes_GET_SIZE(owner)
+        table = self._require_table()
+        digest = fl_siphash13(table.header.seed[0], table.header.seed[1],
+                              data, length)
+        for index in range(self._count):
+            hashed = _mix(digest ^ self._states[index].salt)
+            entry = self._states[index].key
+            entry.tag = hashed & FL_TAG_MASK
+            if entry.tag == 0:
+                entry.tag = 1
+            if fl_refund(&table.lines[(hashed >> 20) % table.line_count],
+                         &entry, now_ns // self._states[index].window_ns, units):
+                fl_add_relaxed(&table.stats_block().refunds, 1)
 
     def reset(self, key):
         """Set the counts of key to zero in every policy."""
@@ -643,6 +678,7 @@ cdef class LimiterCore:
         decision.reset_after = best_reset
         decision.retry_after = retry_after
         decision.policy = self._policies[best]
+        decision.now = now_ns / 1e9
         return decision
 
     cdef void _refund(self, Table table, uint64_t digest, int upto,

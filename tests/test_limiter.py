@@ -679,3 +679,40 @@ def test_repr_names_limits(make_limiter, tmp_path):
     text = repr(make_limiter("1/second; 5/minute"))
     assert "1/second; 5/minute" in text
     assert str(tmp_path / "table") in text
+
+
+def test_decision_now_is_the_instant(make_limiter):
+    limiter = make_limiter("5/minute")
+    assert limiter.hit("k", now=BASE + 1.5).now == BASE + 1.5
+
+
+def test_refund_gives_budget_back(make_limiter):
+    limiter = make_limiter("2/minute; 10/hour")
+    first = limiter.hit("k", now=BASE)
+    limiter.hit("k", now=BASE + 1)
+    limiter.refund("k", now=first.now)
+    decision = limiter.peek("k", now=BASE + 2)
+    assert decision.allowed
+    assert decision.remaining == 1
+
+
+def test_refund_skips_ended_window(make_limiter):
+    limiter = make_limiter("2/minute")
+    old = limiter.hit("k", now=BASE)
+    limiter.hit("k", now=BASE + 60)
+    limiter.hit("k", now=BASE + 61)
+    limiter.refund("k", now=old.now)
+    assert limiter.peek("k", now=BASE + 62).remaining == 0
+
+
+def test_refund_never_below_zero(make_limiter):
+    limiter = make_limiter("3/minute")
+    limiter.refund("k", now=BASE)
+    assert limiter.peek("k", now=BASE).remaining == 3
+
+
+@pytest.mark.parametrize("cost", [0, -1, 4])
+def test_refund_cost_value_error(make_limiter, cost):
+    limiter = make_limiter("3/minute")
+    with pytest.raises(ValueError):
+        limiter.refund("k", cost=cost, now=BASE)
