@@ -262,7 +262,9 @@ class Progress:
 def run(spec, show_progress=True):
     """Run `spec` in `spec.processes` client processes and return Records.
 
-    Raises RuntimeError when a client process does not start or dies.
+    Lowers `spec.processes` in place when there are fewer connections or
+    requests than processes. Raises RuntimeError when a client process does
+    not start or dies.
     """
     if spec.duration is None and spec.requests is None:
         raise ValueError("set a duration or a number of requests")
