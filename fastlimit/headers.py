@@ -93,16 +93,23 @@ def ratelimit_field(name, decision):
     return f"{sf_string(name)};r={decision.remaining};t={reset}"
 
 
+def _ceil_seconds(delay):
+    # seconds_until() inlined for the hot path.
+    return math.ceil(delay) if delay > 0 else 0
+
+
 class HeaderWriter:
     """Build the enabled header sets for a decision.
 
     `sets` is a collection of names from HEADER_SETS. The writer is made
-    once per app, so the hot path only checks three booleans.
+    once per app, so the hot path only checks three booleans. `name_type`
+    converts the header names once, for example to multidict.istr, which
+    Sanic's header map stores without case-folding each name again.
     """
 
-    __slots__ = ("sets", "ratelimit", "x_ratelimit", "retry_after")
+    __slots__ = ("sets", "ratelimit", "x_ratelimit", "retry_after", "_names")
 
-    def __init__(self, sets=HEADER_SETS):
+    def __init__(self, sets=HEADER_SETS, name_type=str):
         unknown = set(sets) - set(HEADER_SETS)
         if unknown:
             raise ValueError(
@@ -113,23 +120,38 @@ class HeaderWriter:
         self.ratelimit = "ratelimit" in self.sets
         self.x_ratelimit = "x-ratelimit" in self.sets
         self.retry_after = "retry-after" in self.sets
+        self._names = tuple(
+            name_type(name)
+            for name in (
+                "RateLimit-Policy",
+                "RateLimit",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+            )
+        )
 
-    def headers(self, decision, name, policies, rejected=False):
+    def headers(self, decision, item, policies, rejected=False):
         """Return the header (name, value) pairs for a decision.
 
-        `name` is the identifier of the decision's policy and `policies` the
-        RateLimit-Policy value for the route, from policy_field().
-        `rejected` adds Retry-After when that set is enabled.
+        `item` is the identifier of the decision's policy, already
+        serialised with sf_string() because this runs on every request.
+        `policies` is the RateLimit-Policy value for the route, from
+        policy_field(). `rejected` adds Retry-After when that set is on.
         """
+        names = self._names
         pairs = []
+        reset = _ceil_seconds(decision.reset_after)
+        remaining = decision.remaining
         if self.ratelimit:
-            pairs.append(("RateLimit-Policy", policies))
-            pairs.append(("RateLimit", ratelimit_field(name, decision)))
+            pairs.append((names[0], policies))
+            pairs.append((names[1], f"{item};r={remaining};t={reset}"))
         if self.x_ratelimit:
-            reset = seconds_until(decision.reset_after)
-            pairs.append(("X-RateLimit-Limit", str(decision.limit)))
-            pairs.append(("X-RateLimit-Remaining", str(decision.remaining)))
-            pairs.append(("X-RateLimit-Reset", str(reset)))
+            pairs.append((names[2], str(decision.limit)))
+            pairs.append((names[3], str(remaining)))
+            pairs.append((names[4], str(reset)))
         if rejected and self.retry_after:
-            pairs.append(("Retry-After", str(retry_after_seconds(decision))))
+            retry_after = max(1, _ceil_seconds(decision.retry_after))
+            pairs.append((names[5], str(retry_after)))
         return pairs

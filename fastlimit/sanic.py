@@ -28,10 +28,11 @@ import logging
 import time
 from dataclasses import dataclass
 
+from multidict import istr
 from sanic.response import HTTPResponse
 
 from .headers import HEADER_SETS, HeaderWriter, policy_field, policy_name
-from .headers import retry_after_seconds
+from .headers import retry_after_seconds, sf_string
 from .keys import DEFAULT_IPV6_PREFIX, ClientAddress, normalise_spec, parse_key
 from .limiter import Limiter
 from .policy import Policy, parse_many
@@ -176,23 +177,30 @@ def exempt(handler):
 
 
 class _BoundRule:
-    """A rule with its key function and open limiter in one worker."""
+    """A rule with its key function and open limiter in one worker.
 
-    __slots__ = ("rule", "key", "limiter", "names", "single_name")
+    `items` maps each policy to its identifier serialised for the headers.
+    """
 
-    def __init__(self, rule, key, limiter, name):
+    __slots__ = ("rule", "key", "limiter", "names", "items", "single_item")
+
+    def __init__(self, rule, key, limiter):
         self.rule = rule
         self.key = key
         self.limiter = limiter
-        self.names = {policy: policy_name(name, policy) for policy in rule.limits}
-        self.single_name = (
-            policy_name(name, rule.limits[0]) if len(rule.limits) == 1 else None
+        self.names = {policy: policy_name(rule.name, policy) for policy in rule.limits}
+        self.items = {policy: sf_string(name) for policy, name in self.names.items()}
+        self.single_item = (
+            self.items[rule.limits[0]] if len(rule.limits) == 1 else None
         )
 
-    def name_of(self, policy):
-        if self.single_name is not None:
-            return self.single_name
-        return self.names.get(policy) or policy_name(self.rule.name, policy)
+    def item_of(self, policy):
+        if self.single_item is not None:
+            return self.single_item
+        item = self.items.get(policy)
+        if item is None:
+            item = sf_string(policy_name(self.rule.name, policy))
+        return item
 
 
 class _RouteLimits:
@@ -255,7 +263,7 @@ class RateLimit:
         self.slots = slots
         self.on_full = on_full
         self.on_error = on_error
-        self.writer = HeaderWriter(headers)
+        self.writer = HeaderWriter(headers, name_type=istr)
         self.ipv6_prefix = ipv6_prefix
         self.allow = parse_allowlist(allow)
         self.exempt_methods = frozenset(method.upper() for method in exempt_methods)
@@ -326,7 +334,7 @@ class RateLimit:
                 ipv6_prefix=self.ipv6_prefix,
                 client_address=self._client_address,
             )
-            bound[namespace] = _BoundRule(rule, key, limiter, rule.name)
+            bound[namespace] = _BoundRule(rule, key, limiter)
         app_rules = [bound[f"app\x00{rule.name}"] for rule in self.rules]
         self._app_limits = _RouteLimits(app_rules, None) if app_rules else None
         for route_name, (rules, is_exempt) in self.route_rules().items():
@@ -392,7 +400,10 @@ class RateLimit:
             exc_info=error,
         )
 
-    async def check_request(self, request):
+    # The middleware are plain functions, not coroutines, because Sanic
+    # calls them without creating and awaiting a coroutine then.
+
+    def check_request(self, request):
         """Request middleware: count the request and reject it over a limit."""
         if request.method in self.exempt_methods:
             return None
@@ -420,20 +431,20 @@ class RateLimit:
                 raise
             return None
 
-        name = chosen_rule.name_of(chosen.policy)
+        item = chosen_rule.item_of(chosen.policy)
         if chosen.allowed:
-            request.ctx.fastlimit = (chosen, name, limits.policies)
+            request.ctx.fastlimit = (chosen, item, limits.policies)
             return None
-        return self.rejection(chosen, name, limits.policies)
+        return self.rejection(chosen, item, limits.policies)
 
-    def rejection(self, decision, name, policies):
+    def rejection(self, decision, item, policies):
         """Return the 429 response for a rejected decision."""
         body = {
             "error": "too many requests",
             "limit": str(decision.policy),
             "retry_after": retry_after_seconds(decision),
         }
-        headers = self.writer.headers(decision, name, policies, rejected=True)
+        headers = self.writer.headers(decision, item, policies, rejected=True)
         return HTTPResponse(
             json.dumps(body, separators=(",", ":")),
             status=429,
@@ -441,15 +452,14 @@ class RateLimit:
             content_type="application/json",
         )
 
-    async def add_headers(self, request, response):
+    def add_headers(self, request, response):
         """Response middleware: add the headers of an allowed request."""
         state = getattr(request.ctx, "fastlimit", None)
         if state is None:
             return
-        decision, name, policies = state
-        response_headers = response.headers
-        for header, value in self.writer.headers(decision, name, policies):
-            response_headers[header] = value
+        decision, item, policies = state
+        # update() replaces fields of the same name that the handler set.
+        response.headers.update(self.writer.headers(decision, item, policies))
 
 
 def attach(app, rules="100/second", **options):

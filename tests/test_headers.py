@@ -85,7 +85,7 @@ def test_ratelimit_field_long_window():
 
 def test_header_writer_all_sets_allowed():
     writer = HeaderWriter()
-    headers = dict(writer.headers(FakeDecision(), "ip 100/second", "POLICIES"))
+    headers = dict(writer.headers(FakeDecision(), sf_string("ip 100/second"), "POLICIES"))
     assert headers["RateLimit-Policy"] == "POLICIES"
     assert headers["RateLimit"] == '"ip 100/second";r=42;t=1'
     assert headers["X-RateLimit-Limit"] == "100"
@@ -99,7 +99,7 @@ def test_header_writer_rejected_adds_retry_after():
     decision = FakeDecision(
         allowed=False, remaining=0, reset_after=2.5, retry_after=2.5
     )
-    headers = dict(writer.headers(decision, "n", "P", rejected=True))
+    headers = dict(writer.headers(decision, '"n"', "P", rejected=True))
     assert headers["Retry-After"] == "3"
     assert headers["X-RateLimit-Reset"] == "3"
     assert headers["X-RateLimit-Remaining"] == "0"
@@ -117,7 +117,7 @@ def test_header_writer_rejected_adds_retry_after():
 def test_header_writer_switches(sets, present, absent):
     writer = HeaderWriter(sets)
     decision = FakeDecision(allowed=False, remaining=0, retry_after=1.0)
-    names = {name for name, _ in writer.headers(decision, "n", "P", rejected=True)}
+    names = {name for name, _ in writer.headers(decision, '"n"', "P", rejected=True)}
     assert present <= names
     assert not absent & names
 
