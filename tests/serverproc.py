@@ -87,9 +87,15 @@ def run_server(env=None, args=(), timeout=20.0, cwd=None):
 
 
 class ServerProcess:
-    """A running `python -m server` on a free port of host."""
+    """A running `python -m server` on a free port of host.
 
-    def __init__(self, env=None, workers=2, host="127.0.0.1", args=(), cwd=None):
+    `command` replaces `python -m server` with another program that takes
+    --host, --port and --workers and logs the same start lines.
+    """
+
+    def __init__(
+        self, env=None, workers=2, host="127.0.0.1", args=(), cwd=None, command=None
+    ):
         self._directory = tempfile.TemporaryDirectory()
         self.directory = self._directory.name
         self.host = host
@@ -107,6 +113,7 @@ class ServerProcess:
             *args,
         ]
         self.cwd = cwd or self.directory
+        self.command = command or [sys.executable, "-m", "server"]
         self.log_path = os.path.join(self.directory, "server.log")
         self.process = None
         self._ready_at = None
@@ -128,7 +135,7 @@ class ServerProcess:
         """Start the server and wait until /healthz returns 200 and all workers run."""
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server", *self.args],
+                [*self.command, *self.args],
                 env=self.env,
                 cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
