@@ -233,6 +233,15 @@ def _more_restrictive(decision, other):
     return decision.reset_after > other.reset_after
 
 
+def _body_prefix(policy):
+    """Return the 429 body up to its retry_after value, as bytes."""
+    text = json.dumps(
+        {"error": "too many requests", "limit": str(policy), "retry_after": 0},
+        separators=(",", ":"),
+    )
+    return text[: -len("0}")].encode("utf-8")
+
+
 class RateLimit:
     """The limits of one Sanic app: rules, table and middleware.
 
@@ -272,6 +281,7 @@ class RateLimit:
             parse_key(rule.key, ipv6_prefix=ipv6_prefix)
 
         self._limiters = []
+        self._body_prefixes = {}
         self._app_limits = None
         self._route_limits = {}
         self._client_address = None
@@ -438,18 +448,19 @@ class RateLimit:
         return self.rejection(chosen, item, limits.policies)
 
     def rejection(self, decision, item, policies):
-        """Return the 429 response for a rejected decision."""
-        body = {
-            "error": "too many requests",
-            "limit": str(decision.policy),
-            "retry_after": retry_after_seconds(decision),
-        }
+        """Return the 429 response for a rejected decision.
+
+        The JSON body is {"error": "too many requests", "limit": "10/minute",
+        "retry_after": 3}, with the reported policy and the Retry-After value.
+        """
+        prefix = self._body_prefixes.get(decision.policy)
+        if prefix is None:
+            prefix = _body_prefix(decision.policy)
+            self._body_prefixes[decision.policy] = prefix
+        body = b"%s%d}" % (prefix, retry_after_seconds(decision))
         headers = self.writer.headers(decision, item, policies, rejected=True)
         return HTTPResponse(
-            json.dumps(body, separators=(",", ":")),
-            status=429,
-            headers=headers,
-            content_type="application/json",
+            body, status=429, headers=headers, content_type="application/json"
         )
 
     def add_headers(self, request, response):
@@ -473,7 +484,7 @@ def attach(app, rules="100/second", **options):
     table: the table file (default fastlimit.default_path()); slots: its
     size when created. on_full: what Limiter does when the table is full.
     on_error: "allow" (log a warning and let the request through) or
-    "raise" (log, then let Sanic answer 500).
+    "raise" (log, then let Sanic return 500).
     headers: the header sets to send, from fastlimit.headers.HEADER_SETS.
     ipv6_prefix: the prefix length that groups IPv6 clients (default 64).
     allow: CIDR ranges, as a list or a comma-separated str, that are never
