@@ -152,6 +152,17 @@ def parse_allowlist(entries):
     return tuple(networks)
 
 
+def namespace(rule, route_name=None):
+    """Return the table namespace of an app-wide rule or of a route's rule.
+
+    NUL separates the parts, and rule names are printable, so no two
+    rules share a namespace.
+    """
+    if route_name is None:
+        return f"app\x00{rule.name}"
+    return f"route\x00{route_name}\x00{rule.name}"
+
+
 def limit(limits, key="ip", *, name=""):
     """Decorate a route handler with a rule of its own.
 
@@ -304,17 +315,17 @@ class RateLimit:
     def namespaces(self):
         """Yield (namespace, rule) for every app-wide and route rule."""
         for rule in self.rules:
-            yield f"app\x00{rule.name}", rule
+            yield namespace(rule), rule
         for route_name, (rules, _) in sorted(self.route_rules().items()):
             for rule in rules:
-                yield f"route\x00{route_name}\x00{rule.name}", rule
+                yield namespace(rule, route_name), rule
 
-    def _open(self, rule, namespace):
+    def _open(self, rule, rule_namespace):
         return Limiter(
             list(rule.limits),
             path=self.table,
             slots=self.slots,
-            namespace=namespace,
+            namespace=rule_namespace,
             on_full=self.on_full,
         )
 
@@ -324,8 +335,8 @@ class RateLimit:
         Raises TableError, TableFull or InvalidLimit if a rule cannot use
         the table. Nothing stays mapped afterwards.
         """
-        for namespace, rule in self.namespaces():
-            limiter = self._open(rule, namespace)
+        for rule_namespace, rule in self.namespaces():
+            limiter = self._open(rule, rule_namespace)
             limiter.close()
 
     def open(self):
@@ -336,24 +347,22 @@ class RateLimit:
         )
         self._client_address = ClientAddress(forwarded=forwarded)
         bound = {}
-        for namespace, rule in self.namespaces():
-            limiter = self._open(rule, namespace)
+        for rule_namespace, rule in self.namespaces():
+            limiter = self._open(rule, rule_namespace)
             self._limiters.append(limiter)
             key = parse_key(
                 rule.key,
                 ipv6_prefix=self.ipv6_prefix,
                 client_address=self._client_address,
             )
-            bound[namespace] = _BoundRule(rule, key, limiter)
-        app_rules = [bound[f"app\x00{rule.name}"] for rule in self.rules]
+            bound[rule_namespace] = _BoundRule(rule, key, limiter)
+        app_rules = [bound[namespace(rule)] for rule in self.rules]
         self._app_limits = _RouteLimits(app_rules, None) if app_rules else None
         for route_name, (rules, is_exempt) in self.route_rules().items():
             if is_exempt:
                 self._route_limits[route_name] = None
                 continue
-            route_rules = [
-                bound[f"route\x00{route_name}\x00{rule.name}"] for rule in rules
-            ]
+            route_rules = [bound[namespace(rule, route_name)] for rule in rules]
             if route_rules:
                 self._route_limits[route_name] = _RouteLimits(
                     app_rules + route_rules, route_name

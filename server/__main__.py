@@ -15,6 +15,7 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 import fastlimit
+from fastlimit.sanic import namespace
 
 from .app import configure_logging, create_app
 from .config import ConfigError, describe_host, load_config, load_dotenv
@@ -36,7 +37,7 @@ def check_table(config):
                 list(rule.limits),
                 path=config.table,
                 slots=config.slots,
-                namespace=f"app\x00{rule.name}",
+                namespace=namespace(rule),
             )
         except (OSError, ValueError, fastlimit.FastlimitError) as error:
             raise ConfigError(
