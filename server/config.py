@@ -23,7 +23,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_LIMIT = "100/second"
 DEFAULT_KEY = "ip"
-START_METHODS = ("spawn", "fork", "forkserver")
+# Not forkserver: Sanic 25.12 names each worker through an environment
+# variable that a forkserver child does not inherit, so its workers never
+# acknowledge their start and Sanic stops the server after 30 s.
+START_METHODS = ("spawn", "fork")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 _TRUE = ("1", "true", "yes", "on")

@@ -634,6 +634,7 @@ BAD_CONFIGURATIONS = [
     ({"FASTLIMIT_IPV6_PREFIX": "129"}, [], "'129'"),
     ({"FASTLIMIT_ALLOW": "10.0.0.0/33"}, [], "'10.0.0.0/33'"),
     ({"FASTLIMIT_START_METHOD": "thread"}, [], "'thread'"),
+    ({"FASTLIMIT_START_METHOD": "forkserver"}, [], "'forkserver'"),
     ({"FASTLIMIT_ACCESS_LOG": "maybe"}, [], "'maybe'"),
     ({"SANIC_PROXIES_COUNT": "-1"}, [], "'-1'"),
     ({"SANIC_PROXIES_COUNT": "two"}, [], "'two'"),
