@@ -253,6 +253,36 @@ def _body_prefix(policy):
     return text[: -len("0}")].encode("utf-8")
 
 
+def _check_rules(rules, request):
+    """Count a request against several rules; return (decision, rule).
+
+    The request must pass every rule. Once one rejects it, the rules after
+    it are only peeked at, and the rules before it get their count back,
+    so a rejected request uses up no budget anywhere.
+    """
+    chosen = None
+    chosen_rule = None
+    counted = []
+    rejected = False
+    for bound in rules:
+        key = bound.key(request)
+        if rejected:
+            decision = bound.limiter.peek(key)
+        else:
+            decision = bound.limiter.hit(key)
+            if decision.allowed:
+                counted.append((bound, key, decision))
+            else:
+                rejected = True
+        if chosen is None or _more_restrictive(decision, chosen):
+            chosen = decision
+            chosen_rule = bound
+    if rejected:
+        for bound, key, decision in counted:
+            bound.limiter.refund(key, now=decision.now)
+    return chosen, chosen_rule
+
+
 class RateLimit:
     """The limits of one Sanic app: rules, table and middleware.
 
@@ -436,14 +466,12 @@ class RateLimit:
         if self.allow and self._is_allowlisted(request):
             return None
 
-        chosen = None
-        chosen_rule = None
         try:
-            for bound in limits.rules:
-                decision = bound.limiter.hit(bound.key(request))
-                if chosen is None or _more_restrictive(decision, chosen):
-                    chosen = decision
-                    chosen_rule = bound
+            if len(limits.rules) == 1:
+                chosen_rule = limits.rules[0]
+                chosen = chosen_rule.limiter.hit(chosen_rule.key(request))
+            else:
+                chosen, chosen_rule = _check_rules(limits.rules, request)
         except Exception as error:
             self._report_error(error, limits, request)
             if self.on_error == "raise":
