@@ -129,8 +129,11 @@ def parse_many(text):
         raise TypeError(f"rate limits must be a str, not {type(text).__name__}")
     if not text.strip():
         raise InvalidLimit(f"invalid rate limits {text!r}: the string is empty")
+    parts = _SEPARATORS.split(text)
+    if len(parts) == 1:
+        return [parse(text)]
     policies = []
-    for number, part in enumerate(_SEPARATORS.split(text), start=1):
+    for number, part in enumerate(parts, start=1):
         if not part.strip():
             raise InvalidLimit(
                 f"invalid rate limits {text!r}: part {number} is empty "
