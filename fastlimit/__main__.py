@@ -63,4 +63,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # The reader went away (| head): not an error of this command.
+        sys.stderr.close()
+        sys.exit(0)
