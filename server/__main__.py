@@ -49,12 +49,20 @@ def check_table(config):
 
 def check_address(config):
     """Bind the host and port once, so a bad address fails before Sanic starts."""
+    # An IP address only (or localhost): resolving a name here would send
+    # a DNS query from a server that is only meant to listen.
+    flags = socket.AI_PASSIVE
+    if config.host != "localhost":
+        flags |= socket.AI_NUMERICHOST
     try:
         infos = socket.getaddrinfo(
-            config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            config.host, config.port, type=socket.SOCK_STREAM, flags=flags
         )
-    except socket.gaierror as error:
-        raise ConfigError(f"invalid host {config.host!r}: {error}") from None
+    except socket.gaierror:
+        raise ConfigError(
+            f"invalid host {config.host!r}: use an IP address such as "
+            "127.0.0.1 or ::1, or localhost"
+        ) from None
     family, kind, protocol, _, address = infos[0]
     with socket.socket(family, kind, protocol) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,7 +80,11 @@ def describe_rules(rules):
 
 
 def serve(config):
-    """Run Sanic until it stops, with one worker per config.workers."""
+    """Run Sanic until it stops, with one worker per config.workers.
+
+    Returns the app, whose ctx.watchdog (in multi-worker mode) says whether
+    the server stopped because its workers kept dying.
+    """
     loader = AppLoader(factory=partial(create_app, config))
     app = loader.load()
     Sanic.start_method = config.start_method
@@ -88,6 +100,7 @@ def serve(config):
         Sanic.serve_single(primary=app)
     else:
         Sanic.serve(primary=app, app_loader=loader)
+    return app
 
 
 def main(argv=None):
@@ -122,9 +135,12 @@ def main(argv=None):
         "on" if config.access_log else "off",
     )
     try:
-        serve(config)
+        app = serve(config)
     finally:
         logger.info("stopped on http://%s:%d", describe_host(config.host), config.port)
+    watchdog = getattr(app.ctx, "watchdog", None)
+    if watchdog is not None and watchdog.gave_up:
+        return 1
     return 0
 
 

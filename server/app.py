@@ -15,7 +15,7 @@ from sanic.response import HTTPResponse
 
 from fastlimit.sanic import attach, exempt
 
-from .workers import WorkerWatchdog, mark_serving
+from .workers import WorkerWatchdog, mark_serving, watch_parent
 
 APP_NAME = "fastlimit_server"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
@@ -68,6 +68,7 @@ def _add_worker_listeners(app, config):
             logger.info("ready: 1 process serving")
         else:
             mark_serving(app)
+            app.add_task(watch_parent(os.getppid()))
 
     @app.main_process_ready
     async def start_watchdog(app):

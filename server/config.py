@@ -30,7 +30,7 @@ START_METHODS = ("spawn", "fork")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_FALSE = ("0", "false", "no", "off")
 _RULE_SEPARATORS = re.compile(r"[&\n]")
 _DOTENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -130,10 +130,12 @@ def load_dotenv(environ, path=".env"):
 
 
 def _integer(name, text, minimum, maximum=None):
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = None
+    digits = text.strip()
+    # Plain ASCII digits only: int() would also take "1_0", "+5" and the
+    # digits of other scripts.
+    value = None
+    if digits.isascii() and digits.isdigit() and len(digits) < 20:
+        value = int(digits)
     if value is None or value < minimum or (maximum is not None and value > maximum):
         upper = f" to {maximum}" if maximum is not None else " or more"
         raise ConfigError(f"invalid {name} {text!r}: use a whole number {minimum}{upper}")
@@ -263,11 +265,13 @@ def load_config(argv, environ):
     host = options.host.strip()
     if not host:
         raise ConfigError("invalid host '': give an address such as 127.0.0.1")
-    port = _integer("port", options.port, 1, 65535)
+    port = _integer("port (--port, FASTLIMIT_PORT)", options.port, 1, 65535)
     if options.workers is None:
         workers = cpu_count()
     else:
-        workers = _integer("workers", options.workers, 1)
+        workers = _integer(
+            "workers (--workers, FASTLIMIT_WORKERS)", options.workers, 1, 1024
+        )
 
     if environ.get("FASTLIMIT_RULES", "").strip():
         rules = parse_rules(environ["FASTLIMIT_RULES"])
@@ -276,7 +280,7 @@ def load_config(argv, environ):
 
     table = environ.get("FASTLIMIT_TABLE", "").strip() or default_table_path(port)
     slots_text = environ.get("FASTLIMIT_SLOTS", "").strip()
-    slots = _integer("FASTLIMIT_SLOTS", slots_text, 1) if slots_text else None
+    slots = _integer("FASTLIMIT_SLOTS", slots_text, 3) if slots_text else None
 
     try:
         headers = parse_header_sets(

@@ -7,8 +7,10 @@ restart of such a worker through the manager's own monitor pipe, with the
 message that `app.m.restart()` sends from a worker.
 """
 
+import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -24,6 +26,25 @@ SERVING_KEY = "fastlimit_serving_pid"
 # down, because it is failing at startup rather than being killed.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+# How often a worker checks that the main process is still its parent.
+PARENT_POLL_INTERVAL = 1.0
+
+
+async def watch_parent(parent_pid):
+    """Stop this worker once its parent, the main process, has died.
+
+    A main process killed with SIGKILL cannot stop its workers, which would
+    go on serving and hold the port; the worker notices that it was
+    reparented and sends itself SIGTERM, which Sanic handles as a stop.
+    """
+    while True:
+        await asyncio.sleep(PARENT_POLL_INTERVAL)
+        if os.getppid() != parent_pid:
+            logger.error(
+                "main process %d is gone; stopping worker %d", parent_pid, os.getpid()
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def mark_serving(app):
@@ -50,6 +71,7 @@ class WorkerWatchdog:
         self._restarts = {}
         self._abandoned = set()
         self._ready = False
+        self.gave_up = False
 
     def start(self):
         self._thread.start()
@@ -106,6 +128,21 @@ class WorkerWatchdog:
                 continue
             self._restart(process, pid)
 
+    def _stop_if_no_workers(self):
+        # A server whose workers are all left down would keep its port open
+        # and serve nothing; stop it so that a supervisor sees it exit.
+        alive = [
+            process
+            for process in self.manager.transient_processes
+            if WorkerProcess.SERVER_LABEL in process.name
+            and process.name not in self._abandoned
+        ]
+        if alive:
+            return
+        self.gave_up = True
+        logger.error("no server worker left; stopping the server")
+        os.kill(os.getpid(), signal.SIGTERM)
+
     def _restart(self, process, pid):
         name = process.name
         now = time.monotonic()
@@ -123,6 +160,7 @@ class WorkerWatchdog:
                 len(history) + 1,
                 RESTART_WINDOW,
             )
+            self._stop_if_no_workers()
             return
         history.append(now)
         self._requested.add(pid)

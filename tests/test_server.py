@@ -574,6 +574,45 @@ def test_killed_worker_restarted_limits_exact(make_server):
     assert statuses(after).count(429) == limit
 
 
+def _alive(pid):
+    """Return whether pid runs: a zombie, exited but not yet reaped, does not."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            state = file.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_killed_main_process_stops_workers(make_server):
+    server = make_server({"FASTLIMIT_LIMIT": "10/day"})
+    workers = server.live_worker_pids()
+    assert len(workers) == 2
+    os.kill(server.pid, signal.SIGKILL)
+    server.process.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in workers if _alive(pid)] == []
+    assert "main process" in server.output()
+
+
+def test_server_exits_when_workers_keep_dying(make_server):
+    server = make_server({"FASTLIMIT_LIMIT": "10/day"}, workers=1)
+    killed = set()
+    deadline = time.monotonic() + 60
+    while server.process.poll() is None and time.monotonic() < deadline:
+        for pid in set(server.worker_pids()) - killed:
+            time.sleep(0.5)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.2)
+    assert server.process.wait(timeout=30) == 1
+    assert "no server worker left; stopping the server" in server.output()
+    assert len(killed) == 6
+
+
 # Startup, shutdown and configuration
 
 
