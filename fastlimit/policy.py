@@ -102,6 +102,11 @@ def parse(text):
     match = _POLICY.match(text)
     if match is None:
         raise InvalidLimit(f"invalid rate limit {text!r}: {ALLOWED}")
+    for digits in (match["limit"], match["count"] or ""):
+        if len(digits) > 20:
+            raise InvalidLimit(
+                f"invalid rate limit {text[:40]!r}...: the number is too large"
+            )
     limit = int(match["limit"])
     count = int(match["count"]) if match["count"] is not None else 1
     if limit == 0 or count == 0:

@@ -232,9 +232,7 @@ cdef class Table:
         cdef void *base
         self.header = NULL
         self.lines = NULL
-        self.path = os.fspath(path)
-        if not isinstance(self.path, str):
-            self.path = os.fsdecode(self.path)
+        self.path = os.fsdecode(os.fspath(path))
         self.readonly = readonly
         if create and not readonly:
             lines_for(slots)
@@ -491,7 +489,7 @@ cdef class LimiterCore:
 
         Pass the `now` of that decision (Decision.now) so that the refund
         goes to the windows the hit was counted in: a window that has ended
-        since is left alone.  Use it to undo a hit that another check
+        since is left alone, and a count never goes below zero.  Use it to undo a hit that another check
         rejected, such as a second limiter on another key.
         """
         cdef const char *data
@@ -503,11 +501,11 @@ cdef class LimiterCore:
         cdef fl_entry_key entry
         cdef int index
         owner = self._key_bytes(key)
+        table = self._require_table()
         units = self._check_cost(cost)
         now_ns = _now_ns(now)
         data = PyBytes_AS_STRING(owner)
         length = PyBytes_GET_SIZE(owner)
-        table = self._require_table()
         digest = fl_siphash13(table.header.seed[0], table.header.seed[1],
                               data, length)
         for index in range(self._count):
@@ -603,12 +601,12 @@ cdef class LimiterCore:
         else:
             raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
 
+        table = self._require_table()
         if type(cost) is int and 1 <= <object>cost <= self._min_limit:
             units = cost
         else:
             units = self._check_cost(cost)
         now_ns = _now_ns(now)
-        table = self._require_table()
         block = table.stats_block()
 
         digest = fl_siphash13(table.header.seed[0], table.header.seed[1],

@@ -716,3 +716,16 @@ def test_refund_cost_value_error(make_limiter, cost):
     limiter = make_limiter("3/minute")
     with pytest.raises(ValueError):
         limiter.refund("k", cost=cost, now=BASE)
+
+
+def test_refund_more_than_counted_clears(make_limiter):
+    limiter = make_limiter("3/minute")
+    decision = limiter.hit("k", now=BASE)
+    limiter.refund("k", cost=3, now=decision.now)
+    assert limiter.peek("k", now=BASE).remaining == 3
+
+
+def test_bytes_path(tmp_path):
+    path = bytes(tmp_path / "table")
+    limiter = Limiter("3/minute", path=path, slots=3000)
+    assert limiter.path == str(tmp_path / "table")

@@ -250,3 +250,8 @@ def test_policy_rejects(limit, window):
 def test_policy_type_error(limit, window):
     with pytest.raises(TypeError):
         Policy(limit, window)
+
+
+def test_parse_huge_number_invalid_limit():
+    with pytest.raises(InvalidLimit, match="too large"):
+        parse("1" * 5000 + "/second")

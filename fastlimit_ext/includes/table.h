@@ -398,8 +398,9 @@ static inline int fl_find_entry(fl_line *line, const fl_entry_key *k,
 }
 
 /* Give back cost counted in `window` by an earlier fl_hit, when a later
- * policy rejected the same request.  Nothing happens when the window has
- * moved on or the entry was evicted: the count is gone anyway.  Each retry
+ * policy rejected the same request, down to zero at most.  Nothing happens
+ * when the window has moved on or the entry was evicted: the count is gone
+ * anyway.  Each retry
  * finds the entry again, because a failed CAS may mean it changed owner. */
 static inline int fl_refund(fl_line *line, const fl_entry_key *k,
                             uint64_t window, uint64_t cost)
@@ -411,12 +412,13 @@ static inline int fl_refund(fl_line *line, const fl_entry_key *k,
         if (i < 0)
             return 0;
         count = word & ((1ULL << k->count_bits) - 1);
-        if (count < cost)
+        if (count == 0)
             return 0;
         if (fl_compare_window(word & FL_PAYLOAD_MASK, k->count_bits, window,
                               &ahead) != FL_SAME)
             return 0;
-        if (fl_cas(&line->slot[i], &word, fl_make_word(k, window, count - cost)))
+        if (fl_cas(&line->slot[i], &word,
+                   fl_make_word(k, window, count > cost ? count - cost : 0)))
             return 1;
     }
 }
