@@ -48,14 +48,16 @@ def _policies(limits):
 class Limiter(LimiterCore):
     """Fixed-window rate limits whose counts are shared through a table file.
 
-    Limiter(limits, path=None, slots=None, namespace="", on_full="allow")
+    Limiter(limits, path=None, slots=None, namespace="", on_full="allow",
+            create=True)
 
     limits: a str such as "10/second; 1000/hour", a Policy, or a list of
     Policy.  A request is allowed only when every policy allows it.
     path: the table file, created if missing and opened if present;
     default default_path().  Every process that opens the same path shares
     the counts.  slots: counters in a new table (default 3,145,728: a
-    32 MiB file); ignored when the file exists.  namespace: separates the
+    32 MiB file); ignored when the file exists.  create=False raises
+    TableError instead of creating a missing file.  namespace: separates the
     keys of limiters sharing one table, for example one per rule.
     on_full: what hit() decides for a key that finds its line of three
     counters full of keys whose windows have not ended: "allow" (the
@@ -68,7 +70,9 @@ class Limiter(LimiterCore):
     counts of key; see LimiterCore.
     """
 
-    def __init__(self, limits, path=None, slots=None, namespace="", on_full="allow"):
+    def __init__(
+        self, limits, path=None, slots=None, namespace="", on_full="allow", create=True
+    ):
         policies = _policies(limits)
         if not isinstance(namespace, (str, bytes)):
             raise TypeError(
@@ -78,7 +82,7 @@ class Limiter(LimiterCore):
             raise ValueError(f"invalid on_full {on_full!r}: use 'allow' or 'reject'")
         if path is None:
             path = default_path()
-        table = Table(path, DEFAULT_SLOTS if slots is None else slots)
+        table = Table(path, DEFAULT_SLOTS if slots is None else slots, create=create)
         if isinstance(namespace, str):
             namespace = namespace.encode("utf-8", "surrogatepass")
         self._bind(table, policies, namespace, on_full == "reject")

@@ -25,14 +25,17 @@ rate-limited, and the request is let through unless on_error="raise".
 import ipaddress
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from multiprocessing import Value
 
 from multidict import istr
 from sanic.response import HTTPResponse
 
 from .headers import HEADER_SETS, HeaderWriter, policy_field, policy_name
 from .headers import retry_after_seconds, sf_string
+from .errors import TableError
 from .keys import DEFAULT_IPV6_PREFIX, ClientAddress, normalise_spec, parse_key
 from .limiter import Limiter
 from .policy import Policy, parse_many
@@ -350,13 +353,14 @@ class RateLimit:
             for rule in rules:
                 yield namespace(rule, route_name), rule
 
-    def _open(self, rule, rule_namespace):
+    def _open(self, rule, rule_namespace, create=True):
         return Limiter(
             list(rule.limits),
             path=self.table,
             slots=self.slots,
             namespace=rule_namespace,
             on_full=self.on_full,
+            create=create,
         )
 
     def create_table(self):
@@ -368,6 +372,9 @@ class RateLimit:
         for rule_namespace, rule in self.namespaces():
             limiter = self._open(rule, rule_namespace)
             limiter.close()
+        # Workers only open the table this created: a worker restarted after
+        # the file was deleted would otherwise count in a new file of its own.
+        self.app.shared_ctx.fastlimit_table_created = Value("b", 1)
 
     def open(self):
         """Open the table in this worker and bind every route's rules."""
@@ -376,9 +383,16 @@ class RateLimit:
             config.FORWARDED_SECRET or config.REAL_IP_HEADER or config.PROXIES_COUNT
         )
         self._client_address = ClientAddress(forwarded=forwarded)
+        # Without a main process (Sanic's single-process mode) this worker
+        # creates the table itself.
+        create = getattr(self.app.shared_ctx, "fastlimit_table_created", None) is None
         bound = {}
         for rule_namespace, rule in self.namespaces():
-            limiter = self._open(rule, rule_namespace)
+            try:
+                limiter = self._open(rule, rule_namespace, create=create)
+            except TableError as error:
+                logger.error("worker %d cannot open the table: %s", os.getpid(), error)
+                raise
             self._limiters.append(limiter)
             key = parse_key(
                 rule.key,
