@@ -627,8 +627,9 @@ cdef class LimiterCore:
                     results[index].status = FL_REJECTED
                     results[index].count = entry.limit
                 else:
+                    # Let through uncounted: report the budget as unused.
                     results[index].status = FL_ALLOWED
-                    results[index].count = units if units < entry.limit else entry.limit
+                    results[index].count = units if counting else 0
             if results[index].status == FL_REJECTED and rejected_at < 0:
                 rejected_at = index
                 # Keep going without counting, to learn how long the other
