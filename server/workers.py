@@ -30,21 +30,59 @@ RESTART_WINDOW = 60.0
 PARENT_POLL_INTERVAL = 1.0
 
 
+def _start_time(pid):
+    """Return the start time of pid from /proc, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
+            return int(file.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _siblings(parent_pid):
+    """Return (pid, start time) of the other children of parent_pid.
+
+    Read from /proc, so empty where there is none. The start time
+    distinguishes a sibling from a later process that reuses its pid.
+    """
+    children = set()
+    try:
+        for thread in os.listdir(f"/proc/{parent_pid}/task"):
+            path = f"/proc/{parent_pid}/task/{thread}/children"
+            with open(path, encoding="ascii") as file:
+                children.update(int(pid) for pid in file.read().split())
+    except OSError:
+        return []
+    children.discard(os.getpid())
+    return [(pid, _start_time(pid)) for pid in sorted(children)]
+
+
 async def watch_parent(parent_pid):
     """Stop this worker once its parent, the main process, has died.
 
     A main process killed with SIGKILL cannot stop its workers, which would
-    go on serving and hold the port; the worker notices that it was
-    reparented and sends itself SIGTERM, which Sanic handles as a stop.
+    go on serving and hold the port. The worker notices that it was
+    reparented and sends SIGTERM to the processes that were its siblings
+    when it started: the other workers and Sanic's state manager process,
+    which would otherwise stay behind. Then it sends SIGTERM to itself,
+    which Sanic handles as a stop.
     """
+    siblings = _siblings(parent_pid)
     while True:
         await asyncio.sleep(PARENT_POLL_INTERVAL)
-        if os.getppid() != parent_pid:
-            logger.error(
-                "main process %d is gone; stopping worker %d", parent_pid, os.getpid()
-            )
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
+        if os.getppid() == parent_pid:
+            continue
+        logger.error(
+            "main process %d is gone; stopping worker %d", parent_pid, os.getpid()
+        )
+        for pid, started in siblings:
+            if started is not None and _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
 
 
 def mark_serving(app):

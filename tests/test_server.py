@@ -584,16 +584,30 @@ def _alive(pid):
     return state != "Z"
 
 
+def _children(pid):
+    children = set()
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{thread}/children", encoding="ascii") as file:
+            children.update(int(child) for child in file.read().split())
+    return children
+
+
 def test_killed_main_process_stops_workers(make_server):
     server = make_server({"FASTLIMIT_LIMIT": "10/day"})
     workers = server.live_worker_pids()
+    # The workers, Sanic's state manager and the resource tracker.
+    children = _children(server.pid)
     assert len(workers) == 2
+    assert set(workers) <= children
     os.kill(server.pid, signal.SIGKILL)
     server.process.wait(timeout=10)
     deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [pid for pid in workers if _alive(pid)] == []
+    leftover = [pid for pid in children if _alive(pid)]
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert leftover == []
     assert "main process" in server.output()
 
 
