@@ -114,7 +114,8 @@ cdef class LimiterCore:
     cdef Decision _decide(self, object key, object cost, object now,
                           bint dry_run)
     cdef Table _require_table(self)
-    cdef bytes _key_bytes(self, object key)
+    cdef fl_line *_locate(self, Table table, uint64_t digest, int index,
+                          fl_entry_key *entry) noexcept
     cdef void _refund(self, Table table, uint64_t digest, int upto,
                       uint64_t units, fl_result *results)
     cdef uint64_t _check_cost(self, object cost) except 0

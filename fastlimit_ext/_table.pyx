@@ -72,6 +72,29 @@ cdef inline uint64_t _clock_ns() noexcept nogil:
     return <uint64_t>ts.tv_sec * NS_PER_SECOND + <uint64_t>ts.tv_nsec
 
 
+cdef uint64_t _key_digest(Table table, object key) except? 0:
+    # Hash the bytes of key with the table's seed.  A str counts as its
+    # UTF-8 bytes; CPython caches those in the str, so nothing is
+    # allocated for a str seen before, except one with lone surrogates.
+    cdef const char *data
+    cdef Py_ssize_t length
+    cdef object encoded
+    if PyUnicode_Check(key):
+        try:
+            data = PyUnicode_AsUTF8AndSize(key, &length)
+        except UnicodeEncodeError:
+            encoded = (<str>key).encode("utf-8", "surrogatepass")
+            return fl_siphash13(table.header.seed[0], table.header.seed[1],
+                                PyBytes_AS_STRING(encoded),
+                                PyBytes_GET_SIZE(encoded))
+    elif PyBytes_Check(key):
+        data = PyBytes_AS_STRING(key)
+        length = PyBytes_GET_SIZE(key)
+    else:
+        raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+    return fl_siphash13(table.header.seed[0], table.header.seed[1], data, length)
+
+
 def lines_for(slots):
     """Return the number of lines a table of `slots` counters needs."""
     if isinstance(slots, bool) or not isinstance(slots, int):
@@ -492,53 +515,32 @@ cdef class LimiterCore:
         since is left alone, and a count never goes below zero.  Use it to undo a hit that another check
         rejected, such as a second limiter on another key.
         """
-        cdef const char *data
-        cdef Py_ssize_t length
         cdef uint64_t digest
-        cdef uint64_t hashed
         cdef uint64_t now_ns
         cdef uint64_t units
         cdef fl_entry_key entry
+        cdef fl_line *line
         cdef int index
-        owner = self._key_bytes(key)
         table = self._require_table()
+        digest = _key_digest(table, key)
         units = self._check_cost(cost)
         now_ns = _now_ns(now)
-        data = PyBytes_AS_STRING(owner)
-        length = PyBytes_GET_SIZE(owner)
-        digest = fl_siphash13(table.header.seed[0], table.header.seed[1],
-                              data, length)
         for index in range(self._count):
-            hashed = _mix(digest ^ self._states[index].salt)
-            entry = self._states[index].key
-            entry.tag = hashed & FL_TAG_MASK
-            if entry.tag == 0:
-                entry.tag = 1
-            if fl_refund(&table.lines[(hashed >> 20) % table.line_count],
-                         &entry, now_ns // self._states[index].window_ns, units):
+            line = self._locate(table, digest, index, &entry)
+            if fl_refund(line, &entry, now_ns // self._states[index].window_ns, units):
                 fl_add_relaxed(&table.stats_block().refunds, 1)
 
     def reset(self, key):
         """Set the counts of key to zero in every policy."""
-        cdef const char *data
-        cdef Py_ssize_t length
         cdef uint64_t digest
-        cdef uint64_t hashed
         cdef fl_entry_key entry
+        cdef fl_line *line
         cdef int index
-        owner = self._key_bytes(key)
-        data = PyBytes_AS_STRING(owner)
-        length = PyBytes_GET_SIZE(owner)
         table = self._require_table()
-        digest = fl_siphash13(table.header.seed[0], table.header.seed[1],
-                              data, length)
+        digest = _key_digest(table, key)
         for index in range(self._count):
-            hashed = _mix(digest ^ self._states[index].salt)
-            entry = self._states[index].key
-            entry.tag = hashed & FL_TAG_MASK
-            if entry.tag == 0:
-                entry.tag = 1
-            fl_clear(&table.lines[(hashed >> 20) % table.line_count], &entry)
+            line = self._locate(table, digest, index, &entry)
+            fl_clear(line, &entry)
 
     @property
     def policies(self):
@@ -555,21 +557,22 @@ cdef class LimiterCore:
             raise ValueError(f"table {self._table.path!r} is closed")
         return self._table
 
-    cdef bytes _key_bytes(self, object key):
-        if PyBytes_Check(key):
-            return key
-        if PyUnicode_Check(key):
-            return (<str>key).encode("utf-8", "surrogatepass")
-        raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+    cdef fl_line *_locate(self, Table table, uint64_t digest, int index,
+                          fl_entry_key *entry) noexcept:
+        # Pick the line and tag of policy `index` for a key's digest: each
+        # policy mixes in its own salt, so one keyed hash serves them all.
+        cdef uint64_t hashed = _mix(digest ^ self._states[index].salt)
+        entry[0] = self._states[index].key
+        entry.tag = hashed & FL_TAG_MASK
+        if entry.tag == 0:
+            entry.tag = 1
+        return &table.lines[(hashed >> 20) % table.line_count]
 
     cdef Decision _decide(self, object key, object cost, object now,
                           bint dry_run):
-        cdef const char *data
-        cdef Py_ssize_t length
         cdef uint64_t units
         cdef uint64_t now_ns
         cdef uint64_t digest
-        cdef uint64_t hashed
         cdef uint64_t best_remaining
         cdef uint64_t remaining
         cdef uint64_t end_ns
@@ -580,28 +583,16 @@ cdef class LimiterCore:
         cdef int best = -1
         cdef int rejected_at = -1
         cdef fl_entry_key entry
+        cdef fl_line *line
         cdef fl_result results[64]
         cdef PolicyState *state
         cdef Table table
         cdef fl_stats *block
         cdef Decision decision
-        cdef object owner = None
         cdef bint counting = not dry_run
 
-        if PyUnicode_Check(key):
-            try:
-                data = PyUnicode_AsUTF8AndSize(key, &length)
-            except UnicodeEncodeError:
-                owner = (<str>key).encode("utf-8", "surrogatepass")
-                data = PyBytes_AS_STRING(owner)
-                length = PyBytes_GET_SIZE(owner)
-        elif PyBytes_Check(key):
-            data = PyBytes_AS_STRING(key)
-            length = PyBytes_GET_SIZE(key)
-        else:
-            raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
-
         table = self._require_table()
+        digest = _key_digest(table, key)
         if type(cost) is int and 1 <= <object>cost <= self._min_limit:
             units = cost
         else:
@@ -609,20 +600,12 @@ cdef class LimiterCore:
         now_ns = _now_ns(now)
         block = table.stats_block()
 
-        digest = fl_siphash13(table.header.seed[0], table.header.seed[1],
-                              data, length)
         for index in range(self._count):
             state = &self._states[index]
-            hashed = _mix(digest ^ state.salt)
-            entry = state.key
-            entry.tag = hashed & FL_TAG_MASK
-            if entry.tag == 0:
-                entry.tag = 1
-            fl_hit(&table.lines[(hashed >> 20) % table.line_count],
-                   table.header, &entry, now_ns // state.window_ns, now_ns,
+            line = self._locate(table, digest, index, &entry)
+            fl_hit(line, table.header, &entry, now_ns // state.window_ns, now_ns,
                    units, not counting, block, &results[index])
             if results[index].status == FL_FULL:
-                results[index].window = now_ns // state.window_ns
                 if self._fail_closed:
                     results[index].status = FL_REJECTED
                     results[index].count = entry.limit
@@ -684,16 +667,11 @@ cdef class LimiterCore:
                       uint64_t units, fl_result *results):
         # Give back what the policies before the rejecting one counted.
         cdef fl_entry_key entry
-        cdef uint64_t hashed
+        cdef fl_line *line
         cdef int index
         for index in range(upto):
-            hashed = _mix(digest ^ self._states[index].salt)
-            entry = self._states[index].key
-            entry.tag = hashed & FL_TAG_MASK
-            if entry.tag == 0:
-                entry.tag = 1
-            if fl_refund(&table.lines[(hashed >> 20) % table.line_count],
-                         &entry, results[index].window, units):
+            line = self._locate(table, digest, index, &entry)
+            if fl_refund(line, &entry, results[index].window, units):
                 fl_add_relaxed(&table.stats_block().refunds, 1)
             results[index].count -= units
 
