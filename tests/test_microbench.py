@@ -7,6 +7,7 @@ their ratios compare like with like; test_ratio_to_limits records them in
 the benchmark's extra_info and prints them.
 """
 
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -40,6 +41,24 @@ def _run(benchmark, function, *args, iterations=20000, rounds=30):
     return benchmark.pedantic(
         function, args=args, iterations=iterations, rounds=rounds, warmup_rounds=2
     )
+
+
+def _alternate(fast, peer_call, peer_name, peer_number):
+    """Time fast.hit(KEY) and peer_call alternately, five times each.
+
+    Returns the medians in ns per call and their ratio, peer to fastlimit.
+    """
+    fast_ns = []
+    peer_ns = []
+    for _ in range(5):
+        fast_ns.append(_median_ns(lambda: fast.hit(KEY), repeat=3))
+        peer_ns.append(_median_ns(peer_call, number=peer_number, repeat=3))
+    info = {
+        "fastlimit_ns": statistics.median(fast_ns),
+        f"{peer_name}_ns": statistics.median(peer_ns),
+    }
+    info[f"{peer_name}_ratio"] = info[f"{peer_name}_ns"] / info["fastlimit_ns"]
+    return info
 
 
 def _median_ns(call, number=20000, repeat=7):
@@ -99,7 +118,7 @@ def test_hit_among_live_keys(benchmark, table_path, live_keys):
     def hit_next_key():
         return hit(keys[next(position) % count])
 
-    decision = _run(benchmark, hit_next_key, iterations=live_keys if live_keys < 20000 else 20000)
+    decision = _run(benchmark, hit_next_key, iterations=min(live_keys, 20000))
     stats = limiter.stats()
     benchmark.extra_info["full_line_rate"] = stats["full_events"] / stats["probes"]
     assert decision.allowed
@@ -112,26 +131,43 @@ def _hammer(path, key, stop_at):
             limiter.hit(key)
 
 
-def test_hit_two_processes_one_key(benchmark, table_path):
-    """Time hits on a key that a second process hits in a tight loop."""
-    limiter = _allowed_limiter(table_path)
-    limiter.hit(KEY)
+@contextlib.contextmanager
+def _second_process(limiter, seconds=60):
+    """Run _hammer on KEY in a spawned process until the block ends.
+
+    Enters only once the other process is counting on the shared key.
+    """
     context = multiprocessing.get_context("spawn")
     other = context.Process(
-        target=_hammer, args=(table_path, KEY, time.monotonic() + 60)
+        target=_hammer, args=(limiter.path, KEY, time.monotonic() + seconds)
     )
     other.start()
     try:
-        # Wait until the other process is counting on the shared key.
         before = limiter.peek(KEY).remaining
         deadline = time.monotonic() + 30
         while limiter.peek(KEY).remaining == before:
             assert time.monotonic() < deadline, "the second process never started"
             time.sleep(0.01)
-        decision = _run(benchmark, limiter.hit, KEY)
+        yield
     finally:
         other.kill()
         other.join()
+
+
+def _record(benchmark, info, digits=1):
+    """Store figures in the benchmark's extra_info and print them."""
+    benchmark.extra_info.update(info)
+    print()
+    for name, value in info.items():
+        print(f"{name}: {value:.{digits}f}")
+
+
+def test_hit_two_processes_one_key(benchmark, table_path):
+    """Time hits on a key that a second process hits in a tight loop."""
+    limiter = _allowed_limiter(table_path)
+    limiter.hit(KEY)
+    with _second_process(limiter):
+        decision = _run(benchmark, limiter.hit, KEY)
     assert decision.allowed
 
 
@@ -189,26 +225,14 @@ def test_limits_redis_peer(benchmark, redis_url):
 
 
 def test_ratio_to_limits(benchmark, table_path):
-    """Time fastlimit and the peers alternately and record the ratios."""
+    """Time fastlimit and `limits` with memory storage alternately; record
+    the ratio."""
     limits = pytest.importorskip("limits")
     fast = _allowed_limiter(table_path)
     memory = limits.strategies.FixedWindowRateLimiter(limits.storage.MemoryStorage())
     item = limits.parse("16000000/day")
-    peers = {"limits_memory": lambda: memory.hit(item, KEY)}
-    fast_ns = []
-    peer_ns = {name: [] for name in peers}
-    for _ in range(5):
-        fast_ns.append(_median_ns(lambda: fast.hit(KEY), repeat=3))
-        for name, call in peers.items():
-            peer_ns[name].append(_median_ns(call, number=5000, repeat=3))
-    info = {"fastlimit_ns": statistics.median(fast_ns)}
-    for name, samples in peer_ns.items():
-        info[f"{name}_ns"] = statistics.median(samples)
-        info[f"{name}_ratio"] = info[f"{name}_ns"] / info["fastlimit_ns"]
-    benchmark.extra_info.update(info)
-    print()
-    for name, value in info.items():
-        print(f"{name}: {value:.1f}")
+    info = _alternate(fast, lambda: memory.hit(item, KEY), "limits_memory", 5000)
+    _record(benchmark, info)
     decision = _run(benchmark, fast.hit, KEY)
     assert decision.allowed
 
@@ -226,20 +250,8 @@ def test_ratio_to_limits_redis(benchmark, table_path, redis_limiter):
     """Time fastlimit and `limits` with Redis alternately; record the ratio."""
     fast = _allowed_limiter(table_path)
     limiter, item = redis_limiter
-    fast_ns = []
-    redis_ns = []
-    for _ in range(5):
-        fast_ns.append(_median_ns(lambda: fast.hit(KEY), repeat=3))
-        redis_ns.append(_median_ns(lambda: limiter.hit(item, KEY), number=300, repeat=3))
-    info = {
-        "fastlimit_ns": statistics.median(fast_ns),
-        "limits_redis_ns": statistics.median(redis_ns),
-    }
-    info["limits_redis_ratio"] = info["limits_redis_ns"] / info["fastlimit_ns"]
-    benchmark.extra_info.update(info)
-    print()
-    for name, value in info.items():
-        print(f"{name}: {value:.1f}")
+    info = _alternate(fast, lambda: limiter.hit(item, KEY), "limits_redis", 300)
+    _record(benchmark, info)
     decision = _run(benchmark, fast.hit, KEY)
     assert decision.allowed
 
@@ -249,34 +261,18 @@ def test_two_process_ratio(benchmark, table_path):
     as a ratio to the cost alone, measured alternately in one run."""
     limiter = _allowed_limiter(table_path)
     limiter.hit(KEY)
-    context = multiprocessing.get_context("spawn")
     alone = []
     shared = []
     for _ in range(3):
         alone.append(_median_ns(lambda: limiter.hit(KEY), repeat=3))
-        other = context.Process(
-            target=_hammer, args=(table_path, KEY, time.monotonic() + 30)
-        )
-        other.start()
-        try:
-            before = limiter.peek(KEY).remaining
-            deadline = time.monotonic() + 30
-            while limiter.peek(KEY).remaining == before:
-                assert time.monotonic() < deadline, "the second process never started"
-                time.sleep(0.01)
+        with _second_process(limiter, seconds=30):
             shared.append(_median_ns(lambda: limiter.hit(KEY), repeat=3))
-        finally:
-            other.kill()
-            other.join()
     info = {
         "alone_ns": statistics.median(alone),
         "two_processes_ns": statistics.median(shared),
     }
     info["ratio"] = info["two_processes_ns"] / info["alone_ns"]
-    benchmark.extra_info.update(info)
-    print()
-    for name, value in info.items():
-        print(f"{name}: {value:.2f}")
+    _record(benchmark, info, digits=2)
     decision = _run(benchmark, limiter.hit, KEY)
     assert decision.allowed
     assert os.path.getsize(table_path) == limiter.table.file_size
