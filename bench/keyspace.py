@@ -6,9 +6,9 @@
 For each count N, a new table of --slots counters gets N distinct keys of
 limit 1 in one window, once each, --rounds times with a new table (and so
 a new hash seed) each time.  A key rejected on its first hit shares
-a counter with an earlier key (false sharing); a key whose line of three
-counters is already full of live keys is a full-line event (let through,
-the default on_full).  Prints both rates per N.
+a counter with an earlier key (false sharing).  A key whose line of three
+counters is already full of live keys is a full-line event, and is let
+through (the default on_full).  Prints both rates per N.
 """
 
 import argparse

@@ -82,8 +82,8 @@ def describe_rules(rules):
 def serve(config):
     """Run Sanic until it stops, with one worker per config.workers.
 
-    Returns the app, whose ctx.watchdog (in multi-worker mode) says whether
-    the server stopped because its workers kept dying.
+    Returns the app. In multi-worker mode, its ctx.watchdog.gave_up is true
+    when the server stopped because its workers kept dying.
     """
     loader = AppLoader(factory=partial(create_app, config))
     app = loader.load()

@@ -168,7 +168,7 @@ class WorkerWatchdog:
 
     def _stop_if_no_workers(self):
         # A server whose workers are all left down would keep its port open
-        # and serve nothing; stop it so that a supervisor sees it exit.
+        # and serve nothing; stop it so that a supervisor notices the exit.
         alive = [
             process
             for process in self.manager.transient_processes

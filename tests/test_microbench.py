@@ -3,8 +3,8 @@
 Each benchmark times single calls from Python, the way a request handler
 makes them.  The peers (`limits` with memory storage, and with Redis on
 loopback when redis-server is installed) run in the same session, so
-their ratios compare like with like; test_ratio_to_limits records them in
-the benchmark's extra_info and prints them.
+their ratios compare like with like.  The test_ratio_* tests record the
+ratios in the benchmark's extra_info and print them.
 """
 
 import contextlib
@@ -101,9 +101,9 @@ def test_hit_two_policies(benchmark, table_path):
 def test_hit_among_live_keys(benchmark, table_path, live_keys):
     """Hit keys in turn among many live ones: the cost of cache misses.
 
-    The table has ten counters per live key: at the default size (about
-    three per key here) a few percent of a million keys would find their
-    line full; the full-line rate is recorded in extra_info either way.
+    The table has ten counters per live key, because at the default size
+    (about three per key here) a few percent of a million keys would find
+    their line full.  The full-line rate is recorded in extra_info.
     """
     limiter = fastlimit.Limiter(
         "16000000/day", path=table_path, slots=max(3 << 20, 10 * live_keys)

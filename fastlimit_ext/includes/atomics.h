@@ -26,9 +26,9 @@ _Static_assert(sizeof(atomic_uint_least64_t) == sizeof(uint64_t),
 
 #define FL_ATOMIC(p) ((_Atomic uint64_t *)(p))
 
-/* Read a word that other processes update; acquire pairs with the release
- * of a successful compare-and-swap, so the rest of a slot written before it
- * is visible too. */
+/* Read a word that other processes update.  Acquire pairs with the release
+ * of a successful compare-and-swap, so what was written before it is
+ * visible too. */
 static inline uint64_t fl_load(const uint64_t *p)
 {
     return atomic_load_explicit(FL_ATOMIC(p), memory_order_acquire);
@@ -39,7 +39,7 @@ static inline void fl_store(uint64_t *p, uint64_t value)
     atomic_store_explicit(FL_ATOMIC(p), value, memory_order_release);
 }
 
-/* Replace *p by desired if it still holds *expected.  On failure *expected
+/* Replace *p by desired if it still contains *expected.  On failure *expected
  * receives the current value, so a retry loop need not reload it. */
 static inline int fl_cas(uint64_t *p, uint64_t *expected, uint64_t desired)
 {

@@ -3,8 +3,8 @@
  * result, with the number of compression and finalisation rounds as
  * parameters.  The table hashes keys with SipHash-1-3, the variant CPython
  * uses for str hashing, keyed by a random seed stored in the table header:
- * every process that maps the table computes the same hash, and nobody who
- * cannot read the file can choose keys that collide.
+ * every process that maps the table computes the same hash, and a client
+ * that cannot read the file cannot choose keys that collide.
  */
 #ifndef FASTLIMIT_SIPHASH_H
 #define FASTLIMIT_SIPHASH_H

@@ -30,7 +30,7 @@
  * tag to the new key.  A frozen word can no longer be counted on, so a hit
  * on the old key cannot slip in between the two steps.  Any process that
  * meets a frozen word can finish the eviction, so a process killed between
- * the steps blocks nobody.  The data word a new owner finds is therefore
+ * the steps blocks no other process.  The data word a new owner finds is therefore
  * always empty or frozen, and it starts its count at zero.
  */
 #ifndef FASTLIMIT_TABLE_H
@@ -153,7 +153,7 @@ static inline uint64_t fl_word_class(uint64_t w)
     return (w >> FL_CLASS_SHIFT) & FL_CLASS_MASK;
 }
 
-/* Return nonzero for a word that holds a count: neither empty nor frozen. */
+/* Return nonzero for a word that contains a count: neither empty nor frozen. */
 static inline int fl_is_entry(uint64_t w)
 {
     return w != 0 && !(w & FL_FROZEN);
@@ -213,8 +213,8 @@ static inline int fl_expired(const fl_header *h, uint64_t word, uint64_t now_ns)
 /* Remove tag from data word i of the line unless the control word moved on,
  * then empty the frozen word it left, so that the same tag claiming the
  * word again does not take it for an eviction in progress.  Used when the
- * entry there is frozen: the eviction is finished by whoever gets here
- * first. */
+ * entry there is frozen: the first process to get here finishes the
+ * eviction. */
 static inline void fl_release(fl_line *line, int i, uint64_t tag)
 {
     uint64_t ctl = fl_load(&line->ctl);
@@ -254,7 +254,7 @@ static inline int fl_find_victim(fl_line *line, const fl_header *h,
 }
 
 /* Give tag a data word of the line, whose control word was seen as ctl
- * without it.  Returns the index, -1 when every data word holds an entry
+ * without it.  Returns the index, -1 when every data word contains an entry
  * whose window has not ended, or -2 when another process changed the line
  * first and the caller must look again. */
 static inline int fl_claim(fl_line *line, const fl_header *h, uint64_t ctl,

@@ -5,7 +5,7 @@
  * processes share the mapping.  The table is tiny, so lines overflow and
  * expired entries are evicted all the time.  Every window, the threads
  * wait at a barrier and then hit keys from a subset that changes with the
- * window; afterwards each (window, key) must have exactly
+ * window.  Afterwards each (window, key) must have exactly
  * min(limit, attempts) hits allowed unless its line was full, and never
  * more than the limit.
  *
