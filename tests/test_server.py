@@ -556,9 +556,11 @@ def test_killed_worker_restarted_limits_exact(make_server):
     ok = statuses(responses).count(200)
     failed = sum(1 for response in responses if response.error is not None)
     # A request in flight on the killed worker may have been counted
-    # without its response arriving, so at most `failed` are missing.
+    # without its response arriving. aiohttp (3.14) resends a GET once when
+    # the server disconnects, so such a request need not show as failed:
+    # at most the 16 requests in flight are missing.
     assert ok <= limit
-    assert ok >= limit - failed
+    assert ok >= limit - 16
     assert failed <= 16
 
     server.wait_ready(timeout=20, workers=3)
